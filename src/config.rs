@@ -1,0 +1,1 @@
+//! Wizard configuration (wizard.toml).
