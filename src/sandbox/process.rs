@@ -102,18 +102,37 @@ pub fn pid_exists(pid: u32) -> bool {
     }
 }
 
-/// Asks the kernel for a free loopback port (bind to :0, read it, release it).
+/// A free loopback port *below* the kernel's ephemeral range. Ports from `bind(:0)` come
+/// from that range, which outgoing connections (API server to etcd, probes) also draw from:
+/// between picking such a port and the server binding it, a client socket can take it.
+/// Below the range only another explicit bind competes, and we check with a bind.
 pub fn free_port() -> Result<u16, SandboxError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| SandboxError::Io {
-        path: "127.0.0.1:0".into(),
-        reason: e.to_string(),
-    })?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| SandboxError::Io {
-            path: "127.0.0.1:0".into(),
-            reason: e.to_string(),
-        })?
-        .port();
-    Ok(port)
+    let (low, _) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (start, end) = (10000u16, low.max(10001));
+    let span = u32::from(end - start);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    for _ in 0..200 {
+        // xorshift: cheap and good enough to spread concurrent sandboxes apart.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = start + (seed % u64::from(span)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(SandboxError::Io {
+        path: "127.0.0.1".into(),
+        reason: "no free port below the ephemeral range".into(),
+    })
 }
