@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::sandbox::{self, Component, SandboxError};
 
+mod headless;
+
 /// Exit codes, documented in README and `--help`.
 pub mod exit {
     /// Done (or nothing to do).
@@ -249,7 +251,7 @@ pub fn print_report(report: &Report, output: Output) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Report> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Report> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,18 +265,12 @@ pub fn run(cli: Cli) -> Result<u8, Report> {
         None => crate::tui::run(cli.config).map_err(|e| Report::new(e.to_string(), exit::FAILED)),
         Some(Command::Sandbox(args)) => run_sandbox(args.action, output, quiet),
         Some(Command::Certs(args)) => crate::certs::cli::run(args.action, output),
-        Some(Command::Plan(_))
-        | Some(Command::Apply(_))
-        | Some(Command::Rollback(_))
-        | Some(Command::Status(_))
-        | Some(Command::Doctor(_))
-        | Some(Command::Export(_)) => {
-            let _ = runtime()?;
-            Err(Report::new(
-                "this command is not available in this build yet",
-                exit::FAILED,
-            ))
-        }
+        Some(Command::Plan(_)) => headless::plan(cli.config, output, quiet),
+        Some(Command::Apply(args)) => headless::apply(cli.config, args, output, quiet),
+        Some(Command::Rollback(args)) => headless::rollback(cli.config, args, output, quiet),
+        Some(Command::Status(_)) => headless::status(cli.config, output),
+        Some(Command::Export(args)) => headless::export(cli.config, args, output),
+        Some(Command::Doctor(args)) => headless::doctor(cli.config, args, output, quiet),
     }
 }
 

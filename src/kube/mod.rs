@@ -485,3 +485,140 @@ fn ignore_not_found(result: Result<(), ::kube::Error>) -> Result<(), ::kube::Err
         other => other,
     }
 }
+
+/// The istiod Deployment in `ns`: label `app=istiod`, else a name starting with `istiod`.
+pub async fn istiod_deployment(
+    kube: &KubeTarget,
+    ns: &str,
+) -> Result<Option<k8s_openapi::api::apps::v1::Deployment>, KubeError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::namespaced(kube.client.clone(), ns);
+    let list = api
+        .list(&::kube::api::ListParams::default())
+        .await
+        .map_err(|e| KubeError::api(format!("list deployments in {ns}"), e))?;
+    let labelled = list.items.iter().find(|d| {
+        d.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str)
+            == Some("istiod")
+    });
+    let named = list.items.iter().find(|d| {
+        d.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("istiod"))
+    });
+    Ok(labelled.or(named).cloned())
+}
+
+/// Pod-template annotations and the `discovery` container's env of a Deployment.
+pub fn pod_template_wiring(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let template = d.spec.as_ref().map(|s| &s.template);
+    let annotations = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let container = containers
+        .iter()
+        .find(|c| c.name == "discovery")
+        .or_else(|| containers.first());
+    let env = container
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect();
+    (annotations, env)
+}
+
+/// SubjectAccessReview: may `user` create `tokenreviews.authentication.k8s.io`?
+pub async fn can_create_tokenreviews(
+    kube: &KubeTarget,
+    user: &str,
+) -> Result<(bool, String), KubeError> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let api: Api<SubjectAccessReview> = Api::all(kube.client.clone());
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("authentication.k8s.io".into()),
+                resource: Some("tokenreviews".into()),
+                verb: Some("create".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let resp = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| KubeError::api("create subjectaccessreview", e))?;
+    let status = resp.status.unwrap_or_default();
+    Ok((status.allowed, status.reason.unwrap_or_default()))
+}
+
+/// May the kubeconfig user `verb` the `resource` (SelfSubjectAccessReview)?
+pub async fn can_i(
+    kube: &KubeTarget,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: Option<&str>,
+) -> Result<bool, KubeError> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(kube.client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                verb: Some(verb.into()),
+                namespace: ns.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let resp = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| KubeError::api("create selfsubjectaccessreview", e))?;
+    Ok(resp.status.map(|s| s.allowed).unwrap_or(false))
+}
+
+/// Name of a MutatingWebhookConfiguration that serves the Vault agent injector, if any.
+pub async fn has_vault_injector_webhook(kube: &KubeTarget) -> Result<Option<String>, KubeError> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: Api<MutatingWebhookConfiguration> = Api::all(kube.client.clone());
+    let list = api
+        .list(&::kube::api::ListParams::default())
+        .await
+        .map_err(|e| KubeError::api("list mutatingwebhookconfigurations", e))?;
+    Ok(list.items.into_iter().find_map(|m| {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        let hooks = m.webhooks.unwrap_or_default();
+        let vault =
+            name.contains("vault") || hooks.iter().any(|h| h.name.contains("vault.hashicorp.com"));
+        vault.then_some(name)
+    }))
+}

@@ -62,6 +62,21 @@ pub fn is_alive(pid: u32, exe: &Path) -> bool {
     }
 }
 
+/// Why `is_alive` says no, for error messages.
+pub fn liveness_detail(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| format!("no /proc entry ({e})"));
+    let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+        })
+        .unwrap_or_default();
+    format!(
+        "stat: {} argv0: {argv0}",
+        stat.chars().take(60).collect::<String>()
+    )
+}
+
 /// SIGTERM the process group, wait up to `grace`, then SIGKILL. Returns true if it was running.
 pub fn terminate(pid: u32, exe: &Path, grace: Duration) -> bool {
     if !is_alive(pid, exe) {
