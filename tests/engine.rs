@@ -4,66 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{Sandbox, rt, sandbox_or_skip, unique};
+use common::{rt, sandbox_or_skip, unique, write_config};
 use istio_vault_wizard::secret::Secret;
-
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    tag: String,
-    kv: u8,
-}
-
-fn write_config(sb: &Sandbox, kv: u8, key_type: &str) -> Setup {
-    let dir = tempfile::tempdir().expect("tmp");
-    let tag = unique("t");
-    let text = format!(
-        "state_dir = \"state\"\n[vault]\naddress = \"{addr}\"\ntoken_file = \"{tok}\"\nkv_version = {kv}\n\n[names]\nnamespace = \"ns-{tag}\"\nreviewer_binding = \"rtb-{tag}\"\nauth_path = \"kubernetes-{{cluster}}-{tag}\"\nkv_mount = \"kubernetes-{{cluster}}-{tag}-secrets\"\npolicy = \"istiod-certs-{{cluster}}-{tag}\"\n\n[certs]\nkey_type = \"{key_type}\"\n\n[[cluster]]\nname = \"cluster1\"\nkubeconfig = \"{k1}\"\ncontext = \"cluster1\"\n\n[[cluster]]\nname = \"cluster2\"\nkubeconfig = \"{k2}\"\ncontext = \"cluster2\"\n",
-        addr = sb.vault_addr,
-        tok = sb.dir.join("root-token").display(),
-        k1 = sb.kubeconfigs[0].display(),
-        k2 = sb.kubeconfigs[1].display(),
-    );
-    let config = dir.path().join("wizard.toml");
-    std::fs::write(&config, text).expect("write config");
-    Setup {
-        dir,
-        config,
-        tag,
-        kv,
-    }
-}
-
-impl Setup {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = std::process::Command::new(common::BIN);
-        c.args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("VAULT_TOKEN")
-            .env_remove("VAULT_ADDR");
-        c.output().expect("run wizard")
-    }
-    fn ns(&self) -> String {
-        format!("ns-{}", self.tag)
-    }
-    fn auth(&self, cluster: &str) -> String {
-        format!("kubernetes-{cluster}-{}", self.tag)
-    }
-    fn mount(&self, cluster: &str) -> String {
-        format!("kubernetes-{cluster}-{}-secrets", self.tag)
-    }
-    fn policy(&self, cluster: &str) -> String {
-        format!("istiod-certs-{cluster}-{}", self.tag)
-    }
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-}
 
 fn text(o: &Output) -> String {
     format!(

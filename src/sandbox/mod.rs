@@ -571,7 +571,10 @@ where
                 dir,
                 component,
                 log_name,
-                format!("process {pid} exited ({last})"),
+                format!(
+                    "process {pid} exited ({last}; {})",
+                    process::liveness_detail(pid)
+                ),
             ));
         }
         if Instant::now() > deadline {

@@ -133,3 +133,57 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub tag: String,
+    pub kv: u8,
+}
+
+pub fn write_config(sb: &Sandbox, kv: u8, key_type: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tag = unique("t");
+    let text = format!(
+        "state_dir = \"state\"\n[vault]\naddress = \"{addr}\"\ntoken_file = \"{tok}\"\nkv_version = {kv}\n\n[names]\nnamespace = \"ns-{tag}\"\nreviewer_binding = \"rtb-{tag}\"\nauth_path = \"kubernetes-{{cluster}}-{tag}\"\nkv_mount = \"kubernetes-{{cluster}}-{tag}-secrets\"\npolicy = \"istiod-certs-{{cluster}}-{tag}\"\n\n[certs]\nkey_type = \"{key_type}\"\n\n[[cluster]]\nname = \"cluster1\"\nkubeconfig = \"{k1}\"\ncontext = \"cluster1\"\n\n[[cluster]]\nname = \"cluster2\"\nkubeconfig = \"{k2}\"\ncontext = \"cluster2\"\n",
+        addr = sb.vault_addr,
+        tok = sb.dir.join("root-token").display(),
+        k1 = sb.kubeconfigs[0].display(),
+        k2 = sb.kubeconfigs[1].display(),
+    );
+    let config = dir.path().join("wizard.toml");
+    std::fs::write(&config, text).expect("write config");
+    Setup {
+        dir,
+        config,
+        tag,
+        kv,
+    }
+}
+
+impl Setup {
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new(BIN);
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_ADDR");
+        c.output().expect("run wizard")
+    }
+    pub fn ns(&self) -> String {
+        format!("ns-{}", self.tag)
+    }
+    pub fn auth(&self, cluster: &str) -> String {
+        format!("kubernetes-{cluster}-{}", self.tag)
+    }
+    pub fn mount(&self, cluster: &str) -> String {
+        format!("kubernetes-{cluster}-{}-secrets", self.tag)
+    }
+    pub fn policy(&self, cluster: &str) -> String {
+        format!("istiod-certs-{cluster}-{}", self.tag)
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
