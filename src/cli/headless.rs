@@ -68,10 +68,11 @@ fn progress_printer(
     let handle = tokio::spawn(async move {
         let mut all = Vec::new();
         while let Some(ev) = rx.recv().await {
-            if !quiet && output == Output::Text {
-                if let Some(line) = describe_event(&ev) {
-                    eprintln!("{line}");
-                }
+            if !quiet
+                && output == Output::Text
+                && let Some(line) = describe_event(&ev)
+            {
+                eprintln!("{line}");
             }
             all.push(ev);
         }

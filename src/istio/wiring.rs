@@ -8,6 +8,9 @@ use crate::vault::kv_api_path;
 
 const TEMPLATE_KV1: &str = include_str!("../../assets/istio/template.kv1.tmpl");
 const TEMPLATE_KV2: &str = include_str!("../../assets/istio/template.kv2.tmpl");
+/// Annotations or env, by name.
+pub type StringMap = BTreeMap<String, String>;
+
 pub const ANNOTATION_PREFIX: &str = "vault.hashicorp.com/";
 
 /// The four files istiod reads, and the KV field each comes from.
@@ -155,7 +158,7 @@ pub fn injector_helm_command(external_vault_addr: &str) -> String {
 /// Annotations and env read back from a values file (either chart layout).
 pub fn wiring_from_values_yaml(
     yaml: &str,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), String> {
+) -> Result<(StringMap, StringMap), String> {
     let v: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
     let body = if v.get("pilot").is_some() {
         &v["pilot"]
