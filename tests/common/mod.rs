@@ -70,7 +70,7 @@ fn start() -> Option<Sandbox> {
     Some(read_sandbox(&dir, Some(tmp)))
 }
 
-fn read_sandbox(dir: &Path, tmp: Option<tempfile::TempDir>) -> Sandbox {
+pub fn read_sandbox(dir: &Path, tmp: Option<tempfile::TempDir>) -> Sandbox {
     let token = std::fs::read_to_string(dir.join("root-token")).expect("root-token");
     let env = std::fs::read_to_string(dir.join("env")).expect("env file");
     let vault_addr = env
