@@ -156,9 +156,7 @@ pub fn injector_helm_command(external_vault_addr: &str) -> String {
 }
 
 /// Annotations and env read back from a values file (either chart layout).
-pub fn wiring_from_values_yaml(
-    yaml: &str,
-) -> Result<(StringMap, StringMap), String> {
+pub fn wiring_from_values_yaml(yaml: &str) -> Result<(StringMap, StringMap), String> {
     let v: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
     let body = if v.get("pilot").is_some() {
         &v["pilot"]

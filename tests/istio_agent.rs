@@ -1,0 +1,126 @@
+//! Issue 7: the generated annotations, turned into a real `bao agent` configuration as the
+//! injector would, render the four PEMs from Vault with the real istiod ServiceAccount
+//! token, for KV v1 and v2; a broken template key makes the agent fail loudly.
+
+mod common;
+
+use std::process::Command;
+
+use common::{rt, sandbox_or_skip, write_config};
+use istio_vault_wizard::istio::{agent_config_from_annotations, pod_annotations, wiring_for};
+
+fn run_agent(kv: u8, break_key: bool) -> (bool, String, std::path::PathBuf, common::Setup) {
+    let sb = sandbox_or_skip("bao agent").expect("checked by caller");
+    let s = write_config(sb, kv, "ec-p256");
+    let out = s.run(&["apply", "--yes", "--cluster", "cluster1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = istio_vault_wizard::config::load(&s.config).expect("config");
+    let mut annotations = pod_annotations(&wiring_for(&config.clusters[0], kv));
+    if break_key {
+        let k = "vault.hashicorp.com/agent-inject-template-ca-key.pem".to_string();
+        let t = annotations[&k].replace("ca_key", "ca_kee");
+        annotations.insert(k, t);
+    }
+    let jwt = rt().block_on(async {
+        let k = sb.kube(0).await;
+        let secret = k
+            .get_secret(&s.ns(), "istiod")
+            .await
+            .expect("get")
+            .expect("secret");
+        istio_vault_wizard::kube::token_of(&secret).expect("token")
+    });
+    let work = s.dir.path().join("agent");
+    let rendered = work.join("vault-secrets");
+    std::fs::create_dir_all(&rendered).expect("dir");
+    let token_file = work.join("sa-token");
+    std::fs::write(&token_file, jwt.expose()).expect("token");
+    let hcl = agent_config_from_annotations(&annotations, &sb.vault_addr, &token_file, &rendered)
+        .expect("agent config");
+    let cfg = work.join("agent.hcl");
+    std::fs::write(&cfg, hcl).expect("write");
+    let bins = istio_vault_wizard::sandbox::ServerBinaries::locate(None).expect("bins");
+    let out = Command::new(&bins.bao)
+        .args(["agent", "-config"])
+        .arg(&cfg)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN")
+        .output()
+        .expect("bao agent");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), log, rendered, s)
+}
+
+fn renders_the_bundle(kv: u8) {
+    if sandbox_or_skip("bao agent").is_none() {
+        return;
+    }
+    let (ok, log, rendered, s) = run_agent(kv, false);
+    assert!(ok, "bao agent failed: {log}");
+    let certs = s.state().join("certs/cluster1");
+    for f in [
+        "ca-key.pem",
+        "ca-cert.pem",
+        "root-cert.pem",
+        "cert-chain.pem",
+    ] {
+        let got = std::fs::read_to_string(rendered.join(f))
+            .unwrap_or_else(|e| panic!("{f} not rendered ({e}): {log}"));
+        let want = std::fs::read_to_string(certs.join(f)).expect("generated");
+        assert_eq!(
+            got.trim_end(),
+            want.trim_end(),
+            "{f} equals the PEM in Vault"
+        );
+    }
+    let check = Command::new(common::BIN)
+        .args(["certs", "check"])
+        .arg(&rendered)
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "rendered bundle passes certs check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let rb = s.run(&["rollback", "--yes"]);
+    assert!(rb.status.success());
+}
+
+#[test]
+fn agent_renders_the_four_pems_from_kv1() {
+    renders_the_bundle(1);
+}
+
+#[test]
+fn agent_renders_the_four_pems_from_kv2() {
+    renders_the_bundle(2);
+}
+
+#[test]
+fn broken_template_key_fails_loudly_because_of_error_on_missing_key() {
+    if sandbox_or_skip("bao agent").is_none() {
+        return;
+    }
+    let (ok, log, rendered, s) = run_agent(2, true);
+    assert!(!ok, "the agent must fail on a missing key: {log}");
+    assert!(
+        log.contains("ca_kee") || log.contains("missing key") || log.contains("no entry"),
+        "{log}"
+    );
+    let key = std::fs::read_to_string(rendered.join("ca-key.pem")).unwrap_or_default();
+    assert!(
+        !key.contains("<no value>"),
+        "nothing rendered with <no value>"
+    );
+    let rb = s.run(&["rollback", "--yes"]);
+    assert!(rb.status.success());
+}
