@@ -2,6 +2,7 @@
 //! from Vault, and the checks the doctor runs on a live pod template or a values file.
 
 mod agent;
+pub mod patch;
 mod wiring;
 
 pub use agent::{AgentConfigError, agent_config_from_annotations};
