@@ -470,3 +470,66 @@ fn istiod_deployment_with_a_wrong_auth_path_is_pinned_to_wiring() {
     });
     cleanup(&s);
 }
+
+#[test]
+fn a_least_privilege_operator_token_gets_skipped_links_that_say_why_not_guesses() {
+    let Some(sb) = sandbox_or_skip("least privilege") else {
+        return;
+    };
+    let s = healthy(sb, 1);
+    // A token that may look up itself (default policy) but not read sys/auth or roles.
+    let token = rt().block_on(async {
+        let v = sb
+            .vault()
+            .raw(
+                reqwest::Method::POST,
+                "auth/token/create",
+                Some(&json!({"policies": ["default"], "ttl": "10m"})),
+                None,
+                "create token",
+            )
+            .await
+            .expect("token");
+        v["auth"]["client_token"]
+            .as_str()
+            .expect("client token")
+            .to_string()
+    });
+    let token_file = s.dir.path().join("limited-token");
+    std::fs::write(&token_file, &token).expect("write");
+    let cfg = std::fs::read_to_string(&s.config).expect("config").replace(
+        &sb.dir.join("root-token").display().to_string(),
+        &token_file.display().to_string(),
+    );
+    let limited = s.dir.path().join("limited.toml");
+    std::fs::write(&limited, cfg).expect("write");
+    let out = std::process::Command::new(common::BIN)
+        .args(["doctor", "--cluster", "cluster1", "-o", "json", "--config"])
+        .arg(&limited)
+        .output()
+        .expect("doctor");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let links = doc["clusters"][0]["links"].as_array().expect("links");
+    let mount = links
+        .iter()
+        .find(|l| l["id"] == "auth-mount")
+        .expect("auth-mount link");
+    assert_eq!(mount["status"], "SKIPPED", "{doc:#}");
+    assert!(
+        mount["evidence"].to_string().contains("no permission"),
+        "{doc:#}"
+    );
+    let login = links
+        .iter()
+        .find(|l| l["id"] == "login")
+        .expect("login link");
+    assert_eq!(
+        login["status"], "OK",
+        "the login itself needs no operator permission: {doc:#}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&token),
+        "the operator token is never printed"
+    );
+    cleanup(&s);
+}
