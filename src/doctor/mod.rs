@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::config::ClusterConfig;
 use crate::kube::KubeTarget;
 use crate::secret::Secret;
+use crate::plan::steps::{normalise_pem, string_list};
 use crate::vault::{VaultTarget, kv_api_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -367,9 +368,6 @@ fn jwt_claims(jwt: &Secret) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn normalise_pem(s: &str) -> String {
-    s.trim().replace("\r\n", "\n")
-}
 
 async fn auth_mount(w: &mut Walk<'_>) {
     let n = &w.t.cluster.names;
@@ -523,20 +521,6 @@ async fn reachable(host: &str, ca: Option<&str>) -> Result<String, String> {
     ))
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) => s
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
-            .collect(),
-        _ => vec![],
-    }
-}
 
 fn matches_bound(bound: &[String], actual: &str) -> bool {
     bound.iter().any(|b| {
@@ -576,11 +560,11 @@ async fn role(w: &mut Walk<'_>) {
             return w.push(LinkId::Role, st, vec![denied_or(&e, "the role")], None);
         }
     };
-    let names = strings(&role["bound_service_account_names"]);
-    let nss = strings(&role["bound_service_account_namespaces"]);
-    let mut policies = strings(&role["token_policies"]);
+    let names = string_list(&role["bound_service_account_names"]);
+    let nss = string_list(&role["bound_service_account_namespaces"]);
+    let mut policies = string_list(&role["token_policies"]);
     if policies.is_empty() {
-        policies = strings(&role["policies"]);
+        policies = string_list(&role["policies"]);
     }
     let mut ev = vec![format!(
         "role {}: bound_service_account_names={names:?} bound_service_account_namespaces={nss:?} token_policies={policies:?}",

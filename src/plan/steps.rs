@@ -793,7 +793,7 @@ impl Step for AuthMountStep {
 // ---------------------------------------------------------------- 6b. auth config
 pub struct AuthConfigStep;
 
-fn normalise_pem(s: &str) -> String {
+pub fn normalise_pem(s: &str) -> String {
     s.trim().replace("\r\n", "\n")
 }
 
@@ -1419,7 +1419,8 @@ fn ttl_seconds(s: &str) -> Option<u64> {
     num.parse::<u64>().ok().map(|n| n * mult)
 }
 
-fn string_list(v: &Value) -> Vec<String> {
+/// A Vault list field, whether the server answers with an array or a comma string.
+pub fn string_list(v: &Value) -> Vec<String> {
     match v {
         Value::Array(a) => a
             .iter()
