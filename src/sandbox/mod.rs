@@ -911,7 +911,7 @@ pub fn down(dir: &Path) -> Result<Vec<u32>, SandboxError> {
     let mut stopped = Vec::new();
     if let Some(pid) = state.watchdog_pid
         && pid != std::process::id()
-        && let Ok(me) = std::env::current_exe()
+        && let Ok(me) = own_exe()
         && process::terminate(pid, &me, Duration::from_secs(2))
     {
         stopped.push(pid);
@@ -1028,7 +1028,7 @@ pub async fn start_component(
 /// that panics or is killed still leaves no server running.
 pub fn spawn_watchdog(dir: &Path, pid: u32) -> Result<(), SandboxError> {
     let dir = dir.canonicalize().map_err(|e| SandboxError::io(dir, e))?;
-    let me = std::env::current_exe().map_err(|e| SandboxError::io(Path::new("current_exe"), e))?;
+    let me = own_exe().map_err(|e| SandboxError::io(Path::new("current_exe"), e))?;
     let args = vec![
         "sandbox".to_string(),
         "watchdog".into(),
@@ -1041,6 +1041,17 @@ pub fn spawn_watchdog(dir: &Path, pid: u32) -> Result<(), SandboxError> {
     let mut state = load_state(&dir)?;
     state.watchdog_pid = Some(wpid);
     save_state(&dir, &state)
+}
+
+/// This binary's path. When it was rebuilt while running, Linux reports the old inode as
+/// "<path> (deleted)": the path itself then names the new build, which is what we want.
+fn own_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    })
 }
 
 /// Body of the watchdog process.
