@@ -59,12 +59,27 @@ fn run_agent(kv: u8, break_key: bool) -> (bool, String, std::path::PathBuf, comm
     (out.status.success(), log, rendered, s)
 }
 
+/// Keeps a copy of a real agent log when IVW_AGENT_LOG_DIR is set (fixture capture).
+fn dump(name: &str, log: &str) {
+    if let Some(dir) = std::env::var_os("IVW_AGENT_LOG_DIR") {
+        let _ = std::fs::write(std::path::Path::new(&dir).join(name), log);
+    }
+}
+
 fn renders_the_bundle(kv: u8) {
     if sandbox_or_skip("bao agent").is_none() {
         return;
     }
     let (ok, log, rendered, s) = run_agent(kv, false);
     assert!(ok, "bao agent failed: {log}");
+    dump(&format!("bao-agent-kv{kv}-success.log"), &log);
+    // The log recogniser reads the real agent's output as a success.
+    let sum =
+        istio_vault_wizard::istio::summarise_for(log.lines(), &rendered.display().to_string());
+    assert!(
+        sum.agent_authenticated && sum.status == istio_vault_wizard::istio::LogStatus::Success,
+        "{sum:?}\n{log}"
+    );
     let certs = s.state().join("certs/cluster1");
     for f in [
         "ca-key.pem",
@@ -112,6 +127,18 @@ fn broken_template_key_fails_loudly_because_of_error_on_missing_key() {
     }
     let (ok, log, rendered, s) = run_agent(2, true);
     assert!(!ok, "the agent must fail on a missing key: {log}");
+    dump("bao-agent-kv2-missing-key.log", &log);
+    let sum = istio_vault_wizard::istio::summarise(log.lines());
+    match &sum.status {
+        istio_vault_wizard::istio::LogStatus::Failure { event, .. } => assert_eq!(
+            event,
+            &istio_vault_wizard::istio::LogEvent::MissingKey {
+                key: Some("ca_kee".into())
+            },
+            "{log}"
+        ),
+        other => panic!("{other:?}\n{log}"),
+    }
     assert!(
         log.contains("ca_kee") || log.contains("missing key") || log.contains("no entry"),
         "{log}"

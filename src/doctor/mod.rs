@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::config::ClusterConfig;
 use crate::kube::KubeTarget;
-use crate::secret::Secret;
 use crate::plan::steps::{normalise_pem, string_list};
+use crate::secret::Secret;
 use crate::vault::{VaultTarget, kv_api_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -368,7 +368,6 @@ fn jwt_claims(jwt: &Secret) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-
 async fn auth_mount(w: &mut Walk<'_>) {
     let n = &w.t.cluster.names;
     let vault = &w.t.vault;
@@ -520,7 +519,6 @@ async fn reachable(host: &str, ca: Option<&str>) -> Result<String, String> {
         body["gitVersion"].as_str().unwrap_or("")
     ))
 }
-
 
 fn matches_bound(bound: &[String], actual: &str) -> bool {
     bound.iter().any(|b| {

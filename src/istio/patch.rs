@@ -9,7 +9,7 @@ use ::kube::api::{Api, Patch, PatchParams};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
-use super::wiring::{IstiodWiring, pod_annotations};
+use super::values::{IstiodWiring, pod_annotations};
 use crate::kube::{KubeError, KubeTarget};
 
 pub const FIELD_MANAGER: &str = "istio-vault-wizard";

@@ -21,7 +21,7 @@ use crate::fsutil;
 const VERSIONS_ENV: &str = include_str!("../../tests/servers/versions.env");
 const STATE_FILE: &str = "sandbox.json";
 const CLUSTERS: [&str; 2] = ["cluster1", "cluster2"];
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -17,7 +17,11 @@ pub struct CertRow {
 }
 
 /// Every certificate of a PEM bundle. Non-certificate blocks are ignored.
-pub fn inspect(field: &str, pem_text: &str, now: time::OffsetDateTime) -> Result<Vec<CertRow>, String> {
+pub fn inspect(
+    field: &str,
+    pem_text: &str,
+    now: time::OffsetDateTime,
+) -> Result<Vec<CertRow>, String> {
     let blocks = pem::parse_many(pem_text.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for b in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {

@@ -57,7 +57,13 @@ impl Field {
         }
     }
     pub fn value(&self) -> String {
-        self.input.lines().first().cloned().unwrap_or_default().trim().to_string()
+        self.input
+            .lines()
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
     pub fn set_value(&mut self, v: &str) {
         let masked = self.input.mask_char();
@@ -198,7 +204,8 @@ impl ConnectForm {
         let kubeconfig = std::env::var("KUBECONFIG").unwrap_or_default();
         self.fields
             .push(Field::new(FieldKind::ClusterName, &format!("cluster{n}")));
-        self.fields.push(Field::new(FieldKind::Kubeconfig, &kubeconfig));
+        self.fields
+            .push(Field::new(FieldKind::Kubeconfig, &kubeconfig));
         self.fields.push(Field::new(FieldKind::Context, ""));
         self.contexts.push(Vec::new());
         self.focus = self.fields.len() - 3;

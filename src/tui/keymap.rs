@@ -101,51 +101,359 @@ type Row = (
 
 /// The table. Names are unique; the TOML override file uses them.
 pub const TABLE: &[Row] = &[
-    ("help", Action::Help, Scope::Global, &["?"], "this help", true),
-    ("quit", Action::Quit, Scope::Global, &["q", "ctrl-c"], "quit", true),
-    ("command", Action::Command, Scope::Global, &[":"], "command mode (:ctx, :cluster NAME, :q)", true),
-    ("filter", Action::Filter, Scope::Global, &["/"], "filter the list", false),
-    ("back", Action::Back, Scope::Global, &["esc"], "back / close / clear filter", false),
-    ("up", Action::Up, Scope::Global, &["k", "up"], "move up", false),
-    ("down", Action::Down, Scope::Global, &["j", "down"], "move down", false),
-    ("top", Action::Top, Scope::Global, &["g", "home"], "first row", false),
-    ("bottom", Action::Bottom, Scope::Global, &["G", "end"], "last row", false),
-    ("page-up", Action::PageUp, Scope::Global, &["pageup", "ctrl-b"], "page up", false),
-    ("page-down", Action::PageDown, Scope::Global, &["pagedown", "ctrl-f"], "page down", false),
-    ("next-pane", Action::NextPane, Scope::Global, &["tab"], "next pane", false),
-    ("prev-pane", Action::PrevPane, Scope::Global, &["backtab"], "previous pane", false),
-    ("refresh", Action::Refresh, Scope::Global, &["r", "ctrl-r"], "refresh now", true),
-    ("go-connect", Action::GoConnect, Scope::Global, &["1"], "Connect screen", false),
-    ("go-steps", Action::GoSteps, Scope::Global, &["2"], "Steps screen", false),
-    ("go-live", Action::GoLive, Scope::Global, &["3"], "Live state screen", false),
-    ("go-logs", Action::GoLogs, Scope::Global, &["4"], "istiod logs screen", false),
-    ("go-doctor", Action::GoDoctor, Scope::Global, &["5"], "Doctor screen", false),
-    ("edit", Action::Edit, Scope::Connect, &["enter", "i"], "edit the field (esc leaves it)", true),
-    ("add-cluster", Action::AddCluster, Scope::Connect, &["a"], "add a cluster", true),
-    ("remove-cluster", Action::RemoveCluster, Scope::Connect, &["d"], "remove the selected cluster", true),
-    ("check", Action::CheckConnect, Scope::Connect, &["c"], "connect and check every target", true),
-    ("save", Action::SaveConfig, Scope::Connect, &["s"], "save wizard.toml", true),
-    ("reveal-token", Action::RevealToken, Scope::Connect, &["R"], "reveal the Vault token (asks first)", false),
-    ("preview", Action::Preview, Scope::Steps, &["enter"], "preview the step", true),
-    ("apply-walk", Action::ApplyWalk, Scope::Steps, &["a"], "apply, confirming each step", true),
-    ("apply-step", Action::ApplyStep, Scope::Steps, &["y"], "apply the selected step (asks first)", false),
-    ("apply-all", Action::ApplyAll, Scope::Steps, &["A"], "apply all remaining (one confirmation)", true),
-    ("rollback", Action::Rollback, Scope::Steps, &["u"], "roll back the selected step", true),
-    ("rollback-all", Action::RollbackAll, Scope::Steps, &["U"], "roll back everything the wizard created", true),
-    ("autoscroll", Action::Autoscroll, Scope::Logs, &["s"], "autoscroll on/off", true),
-    ("wrap", Action::Wrap, Scope::Logs, &["w"], "wrap lines", true),
-    ("timestamps", Action::Timestamps, Scope::Logs, &["t"], "timestamps", true),
-    ("search", Action::Search, Scope::Logs, &["/"], "search", true),
-    ("next-match", Action::NextMatch, Scope::Logs, &["n"], "next match", true),
-    ("prev-match", Action::PrevMatch, Scope::Logs, &["N"], "previous match", false),
-    ("save-logs", Action::SaveLogs, Scope::Logs, &["S"], "save the buffer to a file", true),
-    ("container", Action::Container, Scope::Logs, &["c"], "containers: all / vault-agent-init / discovery", true),
-    ("rerun", Action::Rerun, Scope::Doctor, &["enter"], "run the chain again", true),
+    (
+        "help",
+        Action::Help,
+        Scope::Global,
+        &["?"],
+        "this help",
+        true,
+    ),
+    (
+        "quit",
+        Action::Quit,
+        Scope::Global,
+        &["q", "ctrl-c"],
+        "quit",
+        true,
+    ),
+    (
+        "command",
+        Action::Command,
+        Scope::Global,
+        &[":"],
+        "command mode (:ctx, :cluster NAME, :q)",
+        true,
+    ),
+    (
+        "filter",
+        Action::Filter,
+        Scope::Global,
+        &["/"],
+        "filter the list",
+        false,
+    ),
+    (
+        "back",
+        Action::Back,
+        Scope::Global,
+        &["esc"],
+        "back / close / clear filter",
+        false,
+    ),
+    (
+        "up",
+        Action::Up,
+        Scope::Global,
+        &["k", "up"],
+        "move up",
+        false,
+    ),
+    (
+        "down",
+        Action::Down,
+        Scope::Global,
+        &["j", "down"],
+        "move down",
+        false,
+    ),
+    (
+        "top",
+        Action::Top,
+        Scope::Global,
+        &["g", "home"],
+        "first row",
+        false,
+    ),
+    (
+        "bottom",
+        Action::Bottom,
+        Scope::Global,
+        &["G", "end"],
+        "last row",
+        false,
+    ),
+    (
+        "page-up",
+        Action::PageUp,
+        Scope::Global,
+        &["pageup", "ctrl-b"],
+        "page up",
+        false,
+    ),
+    (
+        "page-down",
+        Action::PageDown,
+        Scope::Global,
+        &["pagedown", "ctrl-f"],
+        "page down",
+        false,
+    ),
+    (
+        "next-pane",
+        Action::NextPane,
+        Scope::Global,
+        &["tab"],
+        "next pane",
+        false,
+    ),
+    (
+        "prev-pane",
+        Action::PrevPane,
+        Scope::Global,
+        &["backtab"],
+        "previous pane",
+        false,
+    ),
+    (
+        "refresh",
+        Action::Refresh,
+        Scope::Global,
+        &["r", "ctrl-r"],
+        "refresh now",
+        true,
+    ),
+    (
+        "go-connect",
+        Action::GoConnect,
+        Scope::Global,
+        &["1"],
+        "Connect screen",
+        false,
+    ),
+    (
+        "go-steps",
+        Action::GoSteps,
+        Scope::Global,
+        &["2"],
+        "Steps screen",
+        false,
+    ),
+    (
+        "go-live",
+        Action::GoLive,
+        Scope::Global,
+        &["3"],
+        "Live state screen",
+        false,
+    ),
+    (
+        "go-logs",
+        Action::GoLogs,
+        Scope::Global,
+        &["4"],
+        "istiod logs screen",
+        false,
+    ),
+    (
+        "go-doctor",
+        Action::GoDoctor,
+        Scope::Global,
+        &["5"],
+        "Doctor screen",
+        false,
+    ),
+    (
+        "edit",
+        Action::Edit,
+        Scope::Connect,
+        &["enter", "i"],
+        "edit the field (esc leaves it)",
+        true,
+    ),
+    (
+        "add-cluster",
+        Action::AddCluster,
+        Scope::Connect,
+        &["a"],
+        "add a cluster",
+        true,
+    ),
+    (
+        "remove-cluster",
+        Action::RemoveCluster,
+        Scope::Connect,
+        &["d"],
+        "remove the selected cluster",
+        true,
+    ),
+    (
+        "check",
+        Action::CheckConnect,
+        Scope::Connect,
+        &["c"],
+        "connect and check every target",
+        true,
+    ),
+    (
+        "save",
+        Action::SaveConfig,
+        Scope::Connect,
+        &["s"],
+        "save wizard.toml",
+        true,
+    ),
+    (
+        "reveal-token",
+        Action::RevealToken,
+        Scope::Connect,
+        &["R"],
+        "reveal the Vault token (asks first)",
+        false,
+    ),
+    (
+        "preview",
+        Action::Preview,
+        Scope::Steps,
+        &["enter"],
+        "preview the step",
+        true,
+    ),
+    (
+        "apply-walk",
+        Action::ApplyWalk,
+        Scope::Steps,
+        &["a"],
+        "apply, confirming each step",
+        true,
+    ),
+    (
+        "apply-step",
+        Action::ApplyStep,
+        Scope::Steps,
+        &["y"],
+        "apply the selected step (asks first)",
+        false,
+    ),
+    (
+        "apply-all",
+        Action::ApplyAll,
+        Scope::Steps,
+        &["A"],
+        "apply all remaining (one confirmation)",
+        true,
+    ),
+    (
+        "rollback",
+        Action::Rollback,
+        Scope::Steps,
+        &["u"],
+        "roll back the selected step",
+        true,
+    ),
+    (
+        "rollback-all",
+        Action::RollbackAll,
+        Scope::Steps,
+        &["U"],
+        "roll back everything the wizard created",
+        true,
+    ),
+    (
+        "autoscroll",
+        Action::Autoscroll,
+        Scope::Logs,
+        &["s"],
+        "autoscroll on/off",
+        true,
+    ),
+    (
+        "wrap",
+        Action::Wrap,
+        Scope::Logs,
+        &["w"],
+        "wrap lines",
+        true,
+    ),
+    (
+        "timestamps",
+        Action::Timestamps,
+        Scope::Logs,
+        &["t"],
+        "timestamps",
+        true,
+    ),
+    (
+        "search",
+        Action::Search,
+        Scope::Logs,
+        &["/"],
+        "search",
+        true,
+    ),
+    (
+        "next-match",
+        Action::NextMatch,
+        Scope::Logs,
+        &["n"],
+        "next match",
+        true,
+    ),
+    (
+        "prev-match",
+        Action::PrevMatch,
+        Scope::Logs,
+        &["N"],
+        "previous match",
+        false,
+    ),
+    (
+        "save-logs",
+        Action::SaveLogs,
+        Scope::Logs,
+        &["S"],
+        "save the buffer to a file",
+        true,
+    ),
+    (
+        "container",
+        Action::Container,
+        Scope::Logs,
+        &["c"],
+        "containers: all / vault-agent-init / discovery",
+        true,
+    ),
+    (
+        "rerun",
+        Action::Rerun,
+        Scope::Doctor,
+        &["enter"],
+        "run the chain again",
+        true,
+    ),
     ("yes", Action::Yes, Scope::Dialog, &["y"], "yes", true),
-    ("no", Action::No, Scope::Dialog, &["n", "esc"], "no (the default)", true),
-    ("toggle", Action::Toggle, Scope::Dialog, &["left", "right", "tab"], "switch button", false),
-    ("confirm", Action::Confirm, Scope::Dialog, &["enter"], "press the selected button", true),
-    ("abort-run", Action::AbortRun, Scope::Dialog, &["x"], "stop the run (engine questions)", false),
+    (
+        "no",
+        Action::No,
+        Scope::Dialog,
+        &["n", "esc"],
+        "no (the default)",
+        true,
+    ),
+    (
+        "toggle",
+        Action::Toggle,
+        Scope::Dialog,
+        &["left", "right", "tab"],
+        "switch button",
+        false,
+    ),
+    (
+        "confirm",
+        Action::Confirm,
+        Scope::Dialog,
+        &["enter"],
+        "press the selected button",
+        true,
+    ),
+    (
+        "abort-run",
+        Action::AbortRun,
+        Scope::Dialog,
+        &["x"],
+        "stop the run (engine questions)",
+        false,
+    ),
 ];
 
 /// A key with modifiers, as written in the table and in TOML (`j`, `G`, `ctrl-r`, `enter`).
@@ -160,10 +468,16 @@ impl KeySpec {
         let mut mods = KeyModifiers::NONE;
         let mut rest = s;
         loop {
-            if let Some(r) = rest.strip_prefix("ctrl-").or_else(|| rest.strip_prefix("ctrl+")) {
+            if let Some(r) = rest
+                .strip_prefix("ctrl-")
+                .or_else(|| rest.strip_prefix("ctrl+"))
+            {
                 mods |= KeyModifiers::CONTROL;
                 rest = r;
-            } else if let Some(r) = rest.strip_prefix("alt-").or_else(|| rest.strip_prefix("alt+")) {
+            } else if let Some(r) = rest
+                .strip_prefix("alt-")
+                .or_else(|| rest.strip_prefix("alt+"))
+            {
                 mods |= KeyModifiers::ALT;
                 rest = r;
             } else {
@@ -349,14 +663,13 @@ impl Keymap {
         let file: KeymapFile = match toml::from_str(text) {
             Ok(f) => f,
             Err(e) => {
-                return vec![format!(
-                    "keymap {origin}: {}: defaults kept",
-                    e.message()
-                )];
+                return vec![format!("keymap {origin}: {}: defaults kept", e.message())];
             }
         };
         for k in file.other.keys() {
-            warnings.push(format!("keymap {origin}: unknown table or key {k:?} ignored"));
+            warnings.push(format!(
+                "keymap {origin}: unknown table or key {k:?} ignored"
+            ));
         }
         for (name, value) in file.keys {
             let Some(b) = self.bindings.iter_mut().find(|b| b.name == name) else {
@@ -407,7 +720,10 @@ impl Keymap {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let explicit = std::env::var_os("IVW_KEYMAP").is_some();
                 let w = if explicit {
-                    vec![format!("keymap {}: not found, defaults used", path.display())]
+                    vec![format!(
+                        "keymap {}: not found, defaults used",
+                        path.display()
+                    )]
                 } else {
                     Vec::new()
                 };

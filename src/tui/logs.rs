@@ -281,11 +281,25 @@ impl LogsView {
         }
     }
     pub fn next_match(&mut self, forward: bool, height: usize) -> bool {
+        let (first, end) = (self.buf.first(), self.buf.end());
         let from = match self.current {
-            Some(c) if forward => c + 1,
-            Some(c) => c.saturating_sub(1).max(self.buf.first()),
+            // Strictly after / before the current match, wrapping around the buffer.
+            Some(c) if forward => {
+                if c + 1 >= end {
+                    first
+                } else {
+                    c + 1
+                }
+            }
+            Some(c) => {
+                if c <= first {
+                    end.saturating_sub(1)
+                } else {
+                    c - 1
+                }
+            }
             None if forward => self.view_top(height),
-            None => self.buf.end().saturating_sub(1),
+            None => end.saturating_sub(1),
         };
         let only = self.only;
         let keep = move |l: &LogLine| only.is_none_or(|o| o == l.container);
@@ -309,7 +323,14 @@ mod tests {
         LogLine {
             container: (i % 2) as u8,
             ts: None,
-            text: format!("line {i} {}", if i % 10 == 0 { "ERROR x" } else { "info" }),
+            text: format!(
+                "line {i} {}",
+                if i.is_multiple_of(10) {
+                    "ERROR x"
+                } else {
+                    "info"
+                }
+            ),
         }
     }
 
@@ -335,7 +356,10 @@ mod tests {
         assert_eq!(b.find("error", 19, false, |_| true), Some(10));
         assert_eq!(b.find("Error", 0, true, |_| true), None);
         assert_eq!(b.count_matches("ERROR", |_| true), 10);
-        assert_eq!(match_ranges("a error b ERROR", "error"), vec![(2, 7), (10, 15)]);
+        assert_eq!(
+            match_ranges("a error b ERROR", "error"),
+            vec![(2, 7), (10, 15)]
+        );
     }
 
     #[test]
