@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let cert_chain = parts.next();
     let root_cert = parts.next();
     let findings = check_bundle(
-        &BundleInput { ca_key, ca_cert, cert_chain, root_cert },
+        &BundleInput {
+            ca_key,
+            ca_cert,
+            cert_chain,
+            root_cert,
+        },
         time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
     );
     if root_cert.is_none() {

@@ -607,12 +607,8 @@ impl X509Line {
         let [Some(issuer), Some(subject), Some(sn), Some(nb), Some(na)] = fields else {
             return Err(err());
         };
-        if sn.is_empty()
-            || !sn
-                .trim_start_matches('-')
-                .chars()
-                .all(|c| c.is_ascii_hexdigit())
-        {
+        let digits = sn.strip_prefix('-').unwrap_or(&sn);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(err());
         }
         Ok(X509Line {
