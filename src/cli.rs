@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::sandbox::{self, Component, SandboxError};
 
 mod headless;
+mod wire;
 
 /// Exit codes, documented in README and `--help`.
 pub mod exit {
@@ -73,6 +74,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Write runbook.sh, policies and istiod Helm values equivalent to the plan.
     Export(ExportArgs),
+    /// Wire istiod to Vault: check the injector, patch an existing istiod Deployment by
+    /// server-side apply (or print the helm commands with generated values).
+    Wire(WireArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +170,25 @@ pub struct DoctorArgs {
     /// Only this cluster.
     #[arg(long)]
     pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WireArgs {
+    /// Only these clusters (repeatable).
+    #[arg(long = "cluster")]
+    pub clusters: Vec<String>,
+    /// Patch without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Take over fields another manager set to other values.
+    #[arg(long)]
+    pub force: bool,
+    /// Remove exactly the fields this wizard's field manager owns.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Helm repo alias of the Istio charts, for the printed helm commands.
+    #[arg(long, default_value = "istio")]
+    pub chart_repo: String,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +293,7 @@ pub fn run(cli: Cli) -> Result<u8, Report> {
         Some(Command::Rollback(args)) => headless::rollback(cli.config, args, output, quiet),
         Some(Command::Status(_)) => headless::status(cli.config, output),
         Some(Command::Export(args)) => headless::export(cli.config, args, output),
+        Some(Command::Wire(args)) => wire::run(cli.config, args, output),
         Some(Command::Doctor(args)) => headless::doctor(cli.config, args, output, quiet),
     }
 }

@@ -566,13 +566,16 @@ where
             Ok(false) => {}
             Err(e) => last = e,
         }
-        if !process::is_alive(pid, exe) {
+        // pid_exists, not is_alive: right after spawn the child may still be inside exec
+        // (old comm, empty cmdline), which the executable check would call dead.
+        if !process::pid_exists(pid) {
             return Err(not_ready(
                 dir,
                 component,
                 log_name,
                 format!(
-                    "process {pid} exited ({last}; {})",
+                    "process {pid} ({}) exited ({last}; {})",
+                    exe.display(),
                     process::liveness_detail(pid)
                 ),
             ));

@@ -53,13 +53,24 @@ pub fn is_alive(pid: u32, exe: &Path) -> bool {
     if matches!(state, Some("Z") | Some("X") | None) {
         return false;
     }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-            argv0 == exe.as_os_str().as_encoded_bytes()
-        }
-        Err(_) => false,
+    let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).next().unwrap_or_default().to_vec())
+        .unwrap_or_default();
+    if !argv0.is_empty() {
+        return argv0 == exe.as_os_str().as_encoded_bytes();
     }
+    // Right after exec the kernel may not expose argv yet (cmdline reads empty): fall back
+    // to the command name in stat, which the kernel truncates to 15 bytes.
+    let comm = stat
+        .split_once('(')
+        .and_then(|(_, r)| r.rsplit_once(')'))
+        .map(|(c, _)| c)
+        .unwrap_or("");
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    !comm.is_empty() && name.as_bytes().starts_with(comm.as_bytes())
 }
 
 /// Why `is_alive` says no, for error messages.
