@@ -147,6 +147,32 @@ pub struct Engine {
 
 pub type Events = mpsc::UnboundedSender<Event>;
 
+/// Records a failed step in the report and tells the front end.
+async fn fail(
+    report: &Mutex<RunReport>,
+    events: &Option<Events>,
+    cluster: &str,
+    step: StepId,
+    error: String,
+    hint: Option<String>,
+) {
+    report
+        .lock()
+        .await
+        .failed
+        .push((cluster.to_string(), step, error.clone()));
+    send(
+        events,
+        Event::Failed {
+            cluster: cluster.to_string(),
+            step,
+            error,
+            hint,
+            conflict: false,
+        },
+    );
+}
+
 fn send(events: &Option<Events>, e: Event) {
     if let Some(tx) = events {
         let _ = tx.send(e);
@@ -352,22 +378,15 @@ async fn run_cluster(
             Ok(s) => s,
             Err(e) => {
                 if selected {
-                    let hint = e.hint();
-                    report
-                        .lock()
-                        .await
-                        .failed
-                        .push((cluster.clone(), id, e.to_string()));
-                    send(
+                    fail(
+                        &report,
                         &events,
-                        Event::Failed {
-                            cluster: cluster.clone(),
-                            step: id,
-                            error: format!("check: {e}"),
-                            hint,
-                            conflict: false,
-                        },
-                    );
+                        &cluster,
+                        id,
+                        format!("check: {e}"),
+                        e.hint(),
+                    )
+                    .await;
                     return;
                 }
                 continue;
@@ -419,21 +438,7 @@ async fn run_cluster(
                 continue;
             }
             StepState::Blocked { reason } => {
-                report
-                    .lock()
-                    .await
-                    .failed
-                    .push((cluster.clone(), id, reason.clone()));
-                send(
-                    &events,
-                    Event::Failed {
-                        cluster: cluster.clone(),
-                        step: id,
-                        error: reason.clone(),
-                        hint: None,
-                        conflict: false,
-                    },
-                );
+                fail(&report, &events, &cluster, id, reason.clone(), None).await;
                 return;
             }
             StepState::Conflict { what }
@@ -527,21 +532,7 @@ async fn run_cluster(
             )
             .await
         {
-            report
-                .lock()
-                .await
-                .failed
-                .push((cluster.clone(), id, e.to_string()));
-            send(
-                &events,
-                Event::Failed {
-                    cluster: cluster.clone(),
-                    step: id,
-                    error: e.to_string(),
-                    hint: None,
-                    conflict: false,
-                },
-            );
+            fail(&report, &events, &cluster, id, e.to_string(), None).await;
             return;
         }
         let progress_events = events.clone();
