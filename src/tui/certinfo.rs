@@ -1,8 +1,6 @@
 //! Certificate fingerprints for the KV pane (public certificates only; private keys are
-//! never parsed here, only reported present or absent). `certs::inspect_pem` did not exist
-//! when this was written, so the TUI parses with x509-parser itself.
-
-use sha2::{Digest, Sha256};
+//! never parsed here, only reported present or absent). The values come from
+//! `certs::inspect_pem_at`, the same function `certs inspect` and the doctor use.
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertRow {
@@ -22,27 +20,48 @@ pub fn inspect(
     pem_text: &str,
     now: time::OffsetDateTime,
 ) -> Result<Vec<CertRow>, String> {
-    let blocks = pem::parse_many(pem_text.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for b in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
-        let (_, cert) = x509_parser::parse_x509_certificate(b.contents())
-            .map_err(|e| format!("{field}: {e}"))?;
-        let not_after = cert.validity().not_after.to_datetime();
-        let days_left = (not_after - now).whole_days();
-        out.push(CertRow {
-            field: field.to_string(),
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial: cert.raw_serial_as_string(),
-            sha256: hex::encode(Sha256::digest(b.contents())),
-            not_after: not_after
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            days_left,
-        });
-    }
-    if out.is_empty() {
+    let infos = crate::certs::inspect_pem_at(pem_text, now).map_err(|e| format!("{field}: {e}"))?;
+    if infos.is_empty() {
         return Err(format!("{field}: no certificate in the value"));
     }
-    Ok(out)
+    Ok(infos
+        .into_iter()
+        .map(|c| CertRow {
+            field: field.to_string(),
+            subject: c.subject,
+            issuer: c.issuer,
+            serial: c.serial,
+            sha256: c.sha256_fingerprint,
+            not_after: c.not_after,
+            days_left: c.days_left,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_come_from_the_certs_module_and_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = crate::config::CertsSection {
+            key_type: crate::config::KeyType::EcP256,
+            ..Default::default()
+        };
+        crate::certs::generate_into(dir.path(), "cluster1", &settings).expect("generate");
+        let chain =
+            std::fs::read_to_string(dir.path().join("cluster1/cert-chain.pem")).expect("chain");
+        let rows = inspect("cert_chain", &chain, time::OffsetDateTime::now_utc()).expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].subject.contains("Intermediate CA"));
+        assert!(rows[1].subject.contains("Root CA"));
+        assert!(rows[0].days_left > 700);
+        assert_eq!(rows[0].sha256.matches(':').count(), 31);
+        let key = std::fs::read_to_string(dir.path().join("cluster1/ca-key.pem")).expect("key");
+        assert!(
+            inspect("ca_key", &key, time::OffsetDateTime::now_utc()).is_err(),
+            "a key is not a certificate row"
+        );
+    }
 }
