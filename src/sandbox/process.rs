@@ -42,17 +42,9 @@ pub fn spawn(exe: &Path, args: &[String], log: &Path) -> Result<u32, SandboxErro
 /// True when `pid` is a live (non-zombie) process whose command line starts with `exe`.
 /// Checking the executable guards against pid reuse after a reboot or a long pause.
 pub fn is_alive(pid: u32, exe: &Path) -> bool {
-    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s,
-        Err(_) => return false,
-    };
-    // Field 3 (after the parenthesised command name) is the state.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X") | None) {
+    let Some(stat) = live_stat(pid) else {
         return false;
-    }
+    };
     let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| c.split(|b| *b == 0).next().unwrap_or_default().to_vec())
         .unwrap_or_default();
@@ -117,15 +109,17 @@ pub fn terminate(pid: u32, exe: &Path, grace: Duration) -> bool {
 
 /// True while any process with this pid exists (used by the watchdog for a foreign pid).
 pub fn pid_exists(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
+    live_stat(pid).is_some()
+}
+
+/// `/proc/<pid>/stat` of a process that exists and is neither a zombie nor dead.
+fn live_stat(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 3 (after the parenthesised command name) is the state.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    (!matches!(state, Some("Z") | Some("X") | None)).then_some(stat)
 }
 
 /// A free loopback port *below* the kernel's ephemeral range. Ports from `bind(:0)` come
