@@ -187,6 +187,16 @@ pub struct MountRow {
     pub accessor: String,
 }
 
+impl From<crate::vault::Mount> for MountRow {
+    fn from(m: crate::vault::Mount) -> Self {
+        Self {
+            path: m.path,
+            kind: m.kind,
+            accessor: m.accessor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoleRow {
     pub name: String,

@@ -398,29 +398,11 @@ async fn live(e: &Engine) -> LiveData {
     let v = &e.vault;
     let mut d = LiveData::default();
     match v.list_auth_mounts().await {
-        Ok(ms) => {
-            d.mounts = ms
-                .into_iter()
-                .map(|m| MountRow {
-                    path: m.path,
-                    kind: m.kind,
-                    accessor: m.accessor,
-                })
-                .collect()
-        }
+        Ok(ms) => d.mounts = ms.into_iter().map(MountRow::from).collect(),
         Err(err) => d.errors.push(format!("auth mounts: {err}")),
     }
     match v.list_secret_mounts().await {
-        Ok(ms) => {
-            d.secret_mounts = ms
-                .into_iter()
-                .map(|m| MountRow {
-                    path: m.path,
-                    kind: m.kind,
-                    accessor: m.accessor,
-                })
-                .collect()
-        }
+        Ok(ms) => d.secret_mounts = ms.into_iter().map(MountRow::from).collect(),
         Err(err) => d.errors.push(format!("secret mounts: {err}")),
     }
     match v.list_policies().await {
