@@ -17,16 +17,11 @@ use crate::plan::engine::{
 use crate::plan::journal::Journal;
 use crate::plan::{Decision, Preview, StepId, StepState};
 
-fn load_config(path: Option<PathBuf>) -> Result<Config, Report> {
+/// The config named by --config / IVW_CONFIG; any problem with it is a usage error.
+pub(super) fn load_config(path: Option<PathBuf>) -> Result<Config, Report> {
     let path =
         path.ok_or_else(|| Report::usage("--config FILE is required (or set IVW_CONFIG)"))?;
-    config::load(&path).map_err(|e| {
-        let code = match e {
-            config::ConfigError::Read { .. } => exit::USAGE,
-            _ => exit::USAGE,
-        };
-        Report::new(e.to_string(), code)
-    })
+    config::load(&path).map_err(|e| Report::usage(e.to_string()))
 }
 
 impl From<EngineError> for Report {

@@ -7,7 +7,6 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use super::{Output, Report, WireArgs, exit, runtime};
-use crate::config;
 use crate::istio::{
     injector_helm_command, istiod_helm_commands, patch, values_for_cluster, wiring_for,
 };
@@ -25,8 +24,7 @@ struct ClusterWiring {
 }
 
 pub fn run(config: Option<PathBuf>, args: WireArgs, output: Output) -> Result<u8, Report> {
-    let path = config.ok_or_else(|| Report::usage("--config FILE is required"))?;
-    let config = config::load(&path).map_err(|e| Report::usage(e.to_string()))?;
+    let config = super::headless::load_config(config)?;
     for c in &args.clusters {
         if !config.clusters.iter().any(|x| &x.name == c) {
             return Err(Report::usage(format!("unknown cluster {c:?}")));
