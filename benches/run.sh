@@ -6,8 +6,7 @@
 #   2. apply for 1 vs 10 "clusters" (10 auth mounts, KV mounts and namespaces spread over
 #      the sandbox's two API servers);
 #   3. `doctor` on a healthy two-cluster setup;
-#   4. certificates: root + two RSA-4096 intermediates, ours vs the openssl CLI, and ours
-#      with ECDSA P-256.
+#   4. certificates: benches/certs_vs_openssl.sh (ours vs the openssl CLI, and P-256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -72,52 +71,5 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 printf 'doctor median %.3fs\n' "$(median < "$WORK/doctor.t")"
 
-echo "== 4. certificates: root + 2 RSA-4096 intermediates ($ROUNDS rounds, alternating)"
-: > "$WORK/ours.t"; : > "$WORK/openssl.t"; : > "$WORK/ec.t"
-cat > "$WORK/root.conf" <<'EOF'
-[ req ]
-encrypt_key = no
-prompt = no
-utf8 = yes
-default_md = sha256
-req_extensions = req_ext
-x509_extensions = req_ext
-distinguished_name = req_dn
-[ req_ext ]
-subjectKeyIdentifier = hash
-basicConstraints = critical, CA:true
-keyUsage = critical, digitalSignature, nonRepudiation, keyEncipherment, keyCertSign
-[ req_dn ]
-O = Istio
-CN = Root CA
-EOF
-cat > "$WORK/int.ext" <<'EOF'
-basicConstraints = critical, CA:true, pathlen:0
-keyUsage = critical, digitalSignature, nonRepudiation, keyEncipherment, keyCertSign
-subjectAltName = DNS:istiod.istio-system.svc
-authorityKeyIdentifier = keyid,issuer
-EOF
-openssl_set() {
-  local d=$1; mkdir -p "$d"
-  openssl genrsa -out "$d/root-key.pem" 4096 2>/dev/null
-  openssl req -new -key "$d/root-key.pem" -config "$WORK/root.conf" -out "$d/root.csr" 2>/dev/null
-  openssl x509 -req -sha256 -days 3650 -signkey "$d/root-key.pem" -extensions req_ext -extfile "$WORK/root.conf" -in "$d/root.csr" -out "$d/root-cert.pem" 2>/dev/null
-  for c in cluster1 cluster2; do
-    mkdir -p "$d/$c"
-    openssl genrsa -out "$d/$c/ca-key.pem" 4096 2>/dev/null
-    openssl req -new -key "$d/$c/ca-key.pem" -subj "/O=Istio/CN=Intermediate CA/L=$c" -out "$d/$c/cluster-ca.csr" 2>/dev/null
-    openssl x509 -req -sha256 -days 730 -CA "$d/root-cert.pem" -CAkey "$d/root-key.pem" -CAcreateserial -extfile "$WORK/int.ext" -in "$d/$c/cluster-ca.csr" -out "$d/$c/ca-cert.pem" 2>/dev/null
-    cat "$d/$c/ca-cert.pem" "$d/root-cert.pem" > "$d/$c/cert-chain.pem"
-  done
-}
-for r in $(seq 1 "$ROUNDS"); do
-  t0=$(now); "$BIN" certs generate -q --out "$WORK/ours-$r" --cluster cluster1 --cluster cluster2 >/dev/null; t1=$(now)
-  echo "$t1 - $t0" | bc >> "$WORK/ours.t"
-  t0=$(now); openssl_set "$WORK/openssl-$r"; t1=$(now)
-  echo "$t1 - $t0" | bc >> "$WORK/openssl.t"
-  t0=$(now); "$BIN" certs generate -q --out "$WORK/ec-$r" --cluster cluster1 --cluster cluster2 --key-type ec-p256 >/dev/null; t1=$(now)
-  echo "$t1 - $t0" | bc >> "$WORK/ec.t"
-done
-O=$(median < "$WORK/ours.t"); S=$(median < "$WORK/openssl.t")
-printf 'ours (RSA-4096) median %.3fs   openssl median %.3fs   openssl/ours = %.2fx\n' "$O" "$S" "$(echo "$S / $O" | bc -l)"
-printf 'ours (EC P-256) median %.1fms (whole process)\n' "$(echo "$(median < "$WORK/ec.t") * 1000" | bc -l)"
+echo "== 4. certificates: root + 2 RSA-4096 intermediates, ours vs openssl ($ROUNDS rounds)"
+IVW_BIN=$BIN benches/certs_vs_openssl.sh "$ROUNDS"
