@@ -120,14 +120,28 @@ impl Default for NameTemplates {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+/// Key algorithm of generated CAs; the same names in wizard.toml and on the command line.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyType {
+    /// RSA 4096 bits (Istio's default).
     #[default]
     Rsa4096,
+    /// RSA 2048 bits.
     Rsa2048,
+    /// ECDSA on P-256, signed with SHA-256.
     EcP256,
+    /// ECDSA on P-384, signed with SHA-384.
     EcP384,
+}
+
+impl KeyType {
+    /// The `--key-type` value naming this algorithm.
+    pub fn flag(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -151,20 +165,8 @@ impl Default for CertsSection {
     }
 }
 
-/// Names for one cluster, resolved.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ClusterNames {
-    pub namespace: String,
-    pub service_account: String,
-    pub token_secret: String,
-    pub reviewer_binding: String,
-    pub auth_path: String,
-    pub kv_mount: String,
-    pub secret_path: String,
-    pub policy: String,
-    pub role: String,
-    pub token_ttl: String,
-}
+/// Names for one cluster: the templates with `{cluster}` replaced.
+pub type ClusterNames = NameTemplates;
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -188,7 +190,7 @@ pub struct Config {
 impl NameTemplates {
     pub fn resolve(&self, cluster: &str) -> ClusterNames {
         let r = |t: &str| t.replace("{cluster}", cluster);
-        ClusterNames {
+        NameTemplates {
             namespace: r(&self.namespace),
             service_account: r(&self.service_account),
             token_secret: r(&self.token_secret),
@@ -402,6 +404,22 @@ mod tests {
         assert_eq!(n.token_ttl, "24h");
         assert_eq!(c.kv_version, 1);
         assert_eq!(c.clusters[1].names.policy, "istiod-certs-cluster2");
+    }
+
+    #[test]
+    fn key_type_names_agree_between_toml_and_command_line() {
+        for (k, name) in [
+            (KeyType::Rsa4096, "rsa4096"),
+            (KeyType::Rsa2048, "rsa2048"),
+            (KeyType::EcP256, "ec-p256"),
+            (KeyType::EcP384, "ec-p384"),
+        ] {
+            assert_eq!(k.flag(), name);
+            assert_eq!(
+                serde_json::to_value(k).expect("json"),
+                serde_json::json!(name)
+            );
+        }
     }
 
     #[test]

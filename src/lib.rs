@@ -15,5 +15,6 @@ pub mod observe;
 pub mod plan;
 pub mod sandbox;
 pub mod secret;
+pub mod shell;
 pub mod tui;
 pub mod vault;

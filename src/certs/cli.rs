@@ -2,36 +2,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use time::OffsetDateTime;
 
 use super::{
     CertsError, ClusterBundle, GenerateOptions, KeyType, PemItem, Severity, generate::write_layout,
 };
 use crate::cli::{Output, Report, exit};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KeyTypeArg {
-    /// RSA 4096 bits (Istio's default).
-    Rsa4096,
-    /// RSA 2048 bits.
-    Rsa2048,
-    /// ECDSA on P-256, signed with SHA-256.
-    EcP256,
-    /// ECDSA on P-384, signed with SHA-384.
-    EcP384,
-}
-
-impl From<KeyTypeArg> for KeyType {
-    fn from(k: KeyTypeArg) -> Self {
-        match k {
-            KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
-            KeyTypeArg::Rsa2048 => KeyType::Rsa2048,
-            KeyTypeArg::EcP256 => KeyType::EcP256,
-            KeyTypeArg::EcP384 => KeyType::EcP384,
-        }
-    }
-}
 
 #[derive(Debug, Subcommand)]
 pub enum CertsAction {
@@ -45,8 +22,8 @@ pub enum CertsAction {
         #[arg(long = "cluster", value_name = "NAME", required = true)]
         clusters: Vec<String>,
         /// Key algorithm of the root and the intermediates.
-        #[arg(long, value_enum, default_value_t = KeyTypeArg::Rsa4096)]
-        key_type: KeyTypeArg,
+        #[arg(long, value_enum, default_value_t = KeyType::Rsa4096)]
+        key_type: KeyType,
         /// Root subject O= (Istio's ROOTCA_ORG).
         #[arg(long, default_value = "Istio")]
         root_org: String,
@@ -118,7 +95,7 @@ pub fn run(action: CertsAction, output: Output) -> Result<u8, Report> {
             force,
         } => {
             let mut opts = GenerateOptions {
-                key_type: key_type.into(),
+                key_type,
                 root_org,
                 root_cn,
                 root_days,

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::config::ClusterConfig;
 use crate::kube::KubeTarget;
-use crate::plan::steps::{normalise_pem, string_list};
+use crate::plan::steps::normalise_pem;
 use crate::secret::Secret;
-use crate::vault::{VaultTarget, kv_api_path};
+use crate::vault::{VaultTarget, kv_api_path, string_list};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -118,12 +118,10 @@ impl Walk<'_> {
         self.push(id, LinkStatus::Skipped, vec![why], None);
     }
     fn kubectl(&self) -> String {
-        let mut s = String::from("kubectl");
-        if let Some(k) = &self.t.cluster.kubeconfig {
-            s.push_str(&format!(" --kubeconfig {}", k.display()));
-        }
-        s.push_str(&format!(" --context {}", self.t.kube.context));
-        s
+        crate::shell::kubectl(
+            self.t.cluster.kubeconfig.as_deref(),
+            Some(&self.t.kube.context),
+        )
     }
 }
 

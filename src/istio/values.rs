@@ -240,19 +240,7 @@ pub fn injector_values(external_vault_addr: &str) -> String {
     to_yaml(&Value::Mapping(root))
 }
 
-/// Quotes a word for a POSIX shell when it needs it.
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | '@' | ',' | '+')
-        });
-    if safe {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
+pub use crate::shell::quote as shell_quote;
 
 pub fn injector_helm_command(external_vault_addr: &str) -> String {
     format!(

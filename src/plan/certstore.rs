@@ -87,12 +87,7 @@ impl CertStore {
         if let Some(dir) = self.imports.get(&cluster.name) {
             return format!("istio-vault-wizard certs check {}", dir.display());
         }
-        let key = match self.settings.key_type {
-            KeyType::Rsa4096 => "rsa4096",
-            KeyType::Rsa2048 => "rsa2048",
-            KeyType::EcP256 => "ec-p256",
-            KeyType::EcP384 => "ec-p384",
-        };
+        let key = self.settings.key_type.flag();
         format!(
             "istio-vault-wizard certs generate --out {} --cluster {} --key-type {key}   # or: make -f istio/tools/certs/Makefile.selfsigned.mk {}-cacerts",
             self.generated_dir.display(),

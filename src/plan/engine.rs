@@ -441,15 +441,9 @@ async fn run_cluster(
                 fail(&report, &events, &cluster, id, reason.clone(), None).await;
                 return;
             }
-            StepState::Conflict { what }
-                if !step.can_overwrite(ctx) || id == StepId::AuthConfig =>
-            {
-                let msg = step
-                    .apply(ctx, &state, &|_| {})
-                    .await
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| what.clone());
+            StepState::Conflict { what } if !step.can_overwrite(ctx) => {
+                // Reported without calling apply: a refused conflict must not reach the server.
+                let msg = StepError::Conflict(step.refusal(ctx, what)).to_string();
                 report
                     .lock()
                     .await

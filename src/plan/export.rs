@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::steps::{policy_text, shell_quote};
-use crate::config::{Config, KeyType};
+use super::steps::policy_text;
+use crate::config::Config;
+use crate::shell::quote as shell_quote;
 use crate::vault::kv_api_path;
 
 #[derive(Debug, serde::Serialize)]
@@ -13,15 +14,6 @@ pub struct ExportedFiles {
     pub runbook: PathBuf,
     pub policies: Vec<PathBuf>,
     pub values: Vec<PathBuf>,
-}
-
-fn key_flag(k: KeyType) -> &'static str {
-    match k {
-        KeyType::Rsa4096 => "rsa4096",
-        KeyType::Rsa2048 => "rsa2048",
-        KeyType::EcP256 => "ec-p256",
-        KeyType::EcP384 => "ec-p384",
-    }
 }
 
 /// The runbook text for a config.
@@ -54,21 +46,12 @@ pub fn runbook(config: &Config) -> String {
         s.push_str(&format!(
             "if [ ! -f \"$CERTS_DIR/{first}/ca-cert.pem\" ]; then \"$WIZARD\" certs generate --out \"$CERTS_DIR\"{flags} --key-type {kt}; fi\n\n",
             first = generated[0],
-            kt = key_flag(config.certs.key_type)
+            kt = config.certs.key_type.flag()
         ));
     }
     for c in &config.clusters {
         let n = &c.names;
-        let mut kubectl = String::from("kubectl");
-        if let Some(k) = &c.kubeconfig {
-            kubectl.push_str(&format!(
-                " --kubeconfig {}",
-                shell_quote(&k.display().to_string())
-            ));
-        }
-        if let Some(ctx) = &c.context {
-            kubectl.push_str(&format!(" --context {}", shell_quote(ctx)));
-        }
+        let kubectl = crate::shell::kubectl(c.kubeconfig.as_deref(), c.context.as_deref());
         let certs = match &c.certs_dir {
             Some(d) => shell_quote(&d.display().to_string()),
             None => format!("\"$CERTS_DIR/{}\"", c.name),

@@ -17,7 +17,7 @@ use crate::config::{ClusterConfig, ClusterNames};
 use crate::kube::KubeTarget;
 use crate::plan::certstore::{Bundle, CertStore};
 use crate::secret::Secret;
-use crate::vault::{VaultTarget, kv_api_path};
+use crate::vault::{VaultTarget, kv_api_path, string_list};
 
 const POLICY_KV1: &str = include_str!("../../assets/vault/policy.kv1.hcl");
 const POLICY_KV2: &str = include_str!("../../assets/vault/policy.kv2.hcl");
@@ -53,15 +53,7 @@ impl ClusterCtx {
     }
     /// `kubectl` with this cluster's kubeconfig and context, for previews and the runbook.
     pub fn kubectl(&self) -> String {
-        let mut s = String::from("kubectl");
-        if let Some(k) = &self.cluster.kubeconfig {
-            s.push_str(&format!(
-                " --kubeconfig {}",
-                shell_quote(&k.display().to_string())
-            ));
-        }
-        s.push_str(&format!(" --context {}", shell_quote(&self.kube.context)));
-        s
+        crate::shell::kubectl(self.cluster.kubeconfig.as_deref(), Some(&self.kube.context))
     }
     pub fn secret_api_path(&self) -> String {
         kv_api_path(
@@ -69,17 +61,6 @@ impl ClusterCtx {
             &self.names().secret_path,
             self.kv_version,
         )
-    }
-}
-
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -113,6 +94,10 @@ pub trait Step: Send + Sync {
     /// Whether a conflict may be resolved by overwriting (after an explicit decision).
     fn can_overwrite(&self, _ctx: &ClusterCtx) -> bool {
         false
+    }
+    /// Why a conflict this step may not overwrite is left to the operator.
+    fn refusal(&self, ctx: &ClusterCtx, what: &str) -> String {
+        format!("{}: {what}", self.resource(ctx))
     }
     async fn apply(
         &self,
@@ -808,6 +793,13 @@ impl Step for AuthConfigStep {
     fn resource(&self, ctx: &ClusterCtx) -> String {
         format!("auth/{}/config", ctx.names().auth_path)
     }
+    fn refusal(&self, ctx: &ClusterCtx, what: &str) -> String {
+        // The old reviewer JWT cannot be read back, so an overwrite could not be undone.
+        format!(
+            "auth/{}/config already exists and differs ({what}); the wizard will not overwrite a config it cannot restore",
+            ctx.names().auth_path
+        )
+    }
     async fn check(&self, ctx: &ClusterCtx) -> Result<StepState, StepError> {
         let p = &ctx.names().auth_path;
         if ctx.vault.auth_mount(p).await?.is_none() {
@@ -879,11 +871,7 @@ impl Step for AuthConfigStep {
         _: &(dyn Fn(String) + Sync),
     ) -> Result<Applied, StepError> {
         if let StepState::Conflict { what } = state {
-            // The old reviewer JWT cannot be read back, so an overwrite could not be undone.
-            return Err(StepError::Conflict(format!(
-                "auth/{}/config already exists and differs ({what}); the wizard will not overwrite a config it cannot restore",
-                ctx.names().auth_path
-            )));
+            return Err(StepError::Conflict(self.refusal(ctx, what)));
         }
         let facts = ctx.facts.lock().await;
         let jwt = facts
@@ -1102,6 +1090,13 @@ impl Step for KvSecretStep {
         // KV v2 keeps the old version, so rollback can restore it; KV v1 would lose it.
         ctx.kv_version == 2
     }
+    fn refusal(&self, ctx: &ClusterCtx, what: &str) -> String {
+        format!(
+            "{} exists and differs ({what}); KV v1 has no versions, so the wizard will not overwrite it. Delete it yourself (`vault delete {}`) or choose another secret_path",
+            ctx.secret_api_path(),
+            ctx.secret_api_path()
+        )
+    }
     async fn check(&self, ctx: &ClusterCtx) -> Result<StepState, StepError> {
         let n = ctx.names();
         match ctx.vault.secret_mount(&n.kv_mount).await? {
@@ -1204,11 +1199,7 @@ impl Step for KvSecretStep {
         };
         match (state, ctx.kv_version) {
             (StepState::Conflict { what }, 1) => {
-                return Err(StepError::Conflict(format!(
-                    "{} exists and differs ({what}); KV v1 has no versions, so the wizard will not overwrite it. Delete it yourself (`vault delete {}`) or choose another secret_path",
-                    ctx.secret_api_path(),
-                    ctx.secret_api_path()
-                )));
+                return Err(StepError::Conflict(self.refusal(ctx, what)));
             }
             (StepState::Conflict { .. }, _) => {
                 let current = ctx
@@ -1417,22 +1408,6 @@ fn ttl_seconds(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     num.parse::<u64>().ok().map(|n| n * mult)
-}
-
-/// A Vault list field, whether the server answers with an array or a comma string.
-pub fn string_list(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) => s
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
-            .collect(),
-        _ => vec![],
-    }
 }
 
 #[async_trait]

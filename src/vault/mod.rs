@@ -366,7 +366,7 @@ impl VaultTarget {
         let d = &v["data"];
         Ok(TokenInfo {
             display_name: d["display_name"].as_str().unwrap_or("").to_string(),
-            policies: strings(&d["policies"]),
+            policies: string_list(&d["policies"]),
             ttl: d["ttl"].as_u64().unwrap_or(0),
         })
     }
@@ -619,7 +619,7 @@ impl VaultTarget {
                 "list policies",
             )
             .await?;
-        Ok(strings(&v["policies"]))
+        Ok(string_list(&v["policies"]))
     }
 
     pub async fn write_policy(&self, name: &str, rules: &str) -> Result<(), VaultError> {
@@ -792,7 +792,7 @@ impl VaultTarget {
         } else {
             &v["capabilities"]
         };
-        Ok(strings(caps))
+        Ok(string_list(caps))
     }
 }
 
@@ -805,12 +805,18 @@ pub fn kv_api_path(mount: &str, path: &str, version: u8) -> String {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A Vault list field, whether the server answers with an array or a comma string.
+pub fn string_list(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) => s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
+        _ => vec![],
+    }
 }
