@@ -74,8 +74,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Write runbook.sh, policies and istiod Helm values equivalent to the plan.
     Export(ExportArgs),
-    /// Wire istiod to Vault: check the injector, patch an existing istiod Deployment by
-    /// server-side apply (or print the helm commands with generated values).
+    /// Wire istiod to Vault (the Istio phase): install or find the Vault agent injector,
+    /// give istiod the injector annotations and ROOT_CA_DIR (server-side apply or helm),
+    /// and verify from its logs that it runs on the CA in Vault. Journaled like apply.
     Wire(WireArgs),
 }
 
@@ -140,7 +141,19 @@ pub enum SandboxAction {
 }
 
 #[derive(Debug, Args)]
-pub struct PlanArgs {}
+pub struct PlanArgs {
+    /// Which half of the procedure: `vault` (auth, KV, policy, role), `istio` (injector,
+    /// istiod, verify) or `all`.
+    #[arg(long, value_enum, default_value_t = PhaseArg::Vault)]
+    pub phase: PhaseArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PhaseArg {
+    Vault,
+    Istio,
+    All,
+}
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -156,6 +169,9 @@ pub struct ApplyArgs {
     /// When the token Secret gets no token, fall back to the TokenRequest API.
     #[arg(long)]
     pub token_request_fallback: bool,
+    /// Which half of the procedure (`--step` of the Istio phase implies it).
+    #[arg(long, value_enum, default_value_t = PhaseArg::Vault)]
+    pub phase: PhaseArg,
 }
 
 #[derive(Debug, Args)]
@@ -177,18 +193,31 @@ pub struct WireArgs {
     /// Only these clusters (repeatable).
     #[arg(long = "cluster")]
     pub clusters: Vec<String>,
-    /// Patch without asking.
+    /// Only these steps (repeatable): injector, istiod, verify.
+    #[arg(long = "step")]
+    pub steps: Vec<String>,
+    /// Apply without asking (never takes over fields set by others without --force).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Take over fields another manager set to other values.
+    /// With --yes: take over istiod fields another manager set to other values.
     #[arg(long)]
     pub force: bool,
-    /// Remove exactly the fields this wizard's field manager owns.
+    /// Undo what the wire steps created or changed (helm releases, patched fields).
     #[arg(long)]
     pub rollback: bool,
-    /// Helm repo alias of the Istio charts, for the printed helm commands.
-    #[arg(long, default_value = "istio")]
-    pub chart_repo: String,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Override [istio] mode: patch, helm or auto.
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::config::WireMode>,
+    /// Verify from this istiod log file instead of the pod's logs (istiod outside a
+    /// cluster, or a log saved with `kubectl logs`).
+    #[arg(long)]
+    pub istiod_log: Option<PathBuf>,
+    /// Override [istio] verify_timeout_secs.
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -288,12 +317,12 @@ pub fn run(cli: Cli) -> Result<u8, Report> {
         None => crate::tui::run(cli.config).map_err(|e| Report::new(e.to_string(), exit::FAILED)),
         Some(Command::Sandbox(args)) => run_sandbox(args.action, output, quiet),
         Some(Command::Certs(args)) => crate::certs::cli::run(args.action, output),
-        Some(Command::Plan(_)) => headless::plan(cli.config, output, quiet),
+        Some(Command::Plan(args)) => headless::plan(cli.config, args.phase, output, quiet),
         Some(Command::Apply(args)) => headless::apply(cli.config, args, output, quiet),
         Some(Command::Rollback(args)) => headless::rollback(cli.config, args, output, quiet),
         Some(Command::Status(_)) => headless::status(cli.config, output),
         Some(Command::Export(args)) => headless::export(cli.config, args, output),
-        Some(Command::Wire(args)) => wire::run(cli.config, args, output),
+        Some(Command::Wire(args)) => wire::run(cli.config, args, output, quiet),
         Some(Command::Doctor(args)) => headless::doctor(cli.config, args, output, quiet),
     }
 }

@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub names: NameTemplates,
     #[serde(default)]
     pub certs: CertsSection,
+    #[serde(default)]
+    pub istio: IstioSection,
     /// Journal, lock and generated certificates (default `.istio-vault-wizard/` beside the file).
     pub state_dir: Option<PathBuf>,
 }
@@ -165,6 +167,59 @@ impl Default for CertsSection {
     }
 }
 
+/// How istiod and the injector are wired (the `wire` steps).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IstioSection {
+    /// Istio version of the charts, for the values layout (<= 1.23 legacy `pilot.*`).
+    pub version: String,
+    /// istiod revision: its ServiceAccount is then `istiod-<revision>`, bound by the role.
+    pub revision: Option<String>,
+    /// How istiod gets the values: `patch` an existing Deployment, install with `helm`,
+    /// or `auto` (patch when a Deployment exists, helm otherwise).
+    pub mode: WireMode,
+    /// The helm binary (a name on PATH or a path).
+    pub helm: String,
+    /// Chart of the Vault agent injector (a repo alias path or a local directory).
+    pub injector_chart: String,
+    pub injector_release: String,
+    pub injector_namespace: String,
+    /// Istio charts (a repo alias path or a local directory).
+    pub base_chart: String,
+    pub istiod_chart: String,
+    /// How long `verify` waits for the istiod rollout and its log lines.
+    pub verify_timeout_secs: u64,
+}
+
+impl Default for IstioSection {
+    fn default() -> Self {
+        Self {
+            version: "1.24".into(),
+            revision: None,
+            mode: WireMode::Auto,
+            helm: "helm".into(),
+            injector_chart: "hashicorp/vault".into(),
+            injector_release: "vault-inject".into(),
+            injector_namespace: "vault".into(),
+            base_chart: "istio/base".into(),
+            istiod_chart: "istio/istiod".into(),
+            verify_timeout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireMode {
+    /// Patch when an istiod Deployment exists, install with helm otherwise.
+    #[default]
+    Auto,
+    /// Server-side apply to the existing istiod Deployment.
+    Patch,
+    /// `helm upgrade --install` of istio-base and istio-istiod with the values.
+    Helm,
+}
+
 /// Names for one cluster: the templates with `{cluster}` replaced.
 pub type ClusterNames = NameTemplates;
 
@@ -175,6 +230,9 @@ pub struct ClusterConfig {
     pub context: Option<String>,
     pub certs_dir: Option<PathBuf>,
     pub names: ClusterNames,
+    /// The ServiceAccount istiod runs as (`istiod-<revision>` with a revision): the role
+    /// binds this one.
+    pub istiod_service_account: String,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +242,7 @@ pub struct Config {
     pub kv_version: u8,
     pub clusters: Vec<ClusterConfig>,
     pub certs: CertsSection,
+    pub istio: IstioSection,
     pub state_dir: PathBuf,
 }
 
@@ -276,6 +335,21 @@ fn resolve(
             format!("kv_version must be 1 or 2, not {}", file.vault.kv_version),
         ));
     }
+    if let Some(r) = &file.istio.revision
+        && !r.is_empty()
+        && !valid_name(r)
+    {
+        return Err(invalid(
+            "revision",
+            format!("revision {r:?} must be lowercase letters, digits and '-'"),
+        ));
+    }
+    if file.istio.verify_timeout_secs == 0 {
+        return Err(invalid(
+            "verify_timeout_secs",
+            "verify_timeout_secs must be at least 1".into(),
+        ));
+    }
     if file.clusters.is_empty() {
         return Err(ConfigError::Semantic {
             path: shown.into(),
@@ -358,6 +432,12 @@ fn resolve(
             context: c.context.clone(),
             certs_dir: c.certs_dir.as_deref().map(rel),
             names: file.names.resolve(&c.name),
+            istiod_service_account: match file.istio.revision.as_deref() {
+                Some(r) if !r.trim().is_empty() && r.trim() != "default" => {
+                    crate::istio::istiod_service_account(Some(r))
+                }
+                _ => file.names.resolve(&c.name).service_account,
+            },
         })
         .collect();
     let mut certs = file.certs.clone();
@@ -373,6 +453,7 @@ fn resolve(
         kv_version: file.vault.kv_version,
         clusters,
         certs,
+        istio: file.istio.clone(),
         state_dir,
     })
 }

@@ -446,6 +446,14 @@ fn istiod_deployment_with_a_wrong_auth_path_is_pinned_to_wiring() {
         let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": webhook}, "webhooks": []});
         hooks.create(&PostParams::default(), &serde_json::from_value(hook).expect("hook")).await.expect("webhook");
+        // The injector's Deployment, as the vault chart labels it (no pods run here).
+        let injector = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "vault-agent-injector", "namespace": s.ns(),
+                "labels": {"app.kubernetes.io/name": "vault-agent-injector", "component": "webhook"}},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app.kubernetes.io/name": "vault-agent-injector"}},
+                "template": {"metadata": {"labels": {"app.kubernetes.io/name": "vault-agent-injector"}},
+                    "spec": {"containers": [{"name": "sidecar-injector", "image": "hashicorp/vault-k8s:1.4.2"}]}}}});
+        api.create(&PostParams::default(), &serde_json::from_value(injector).expect("injector")).await.expect("injector");
         let _ = Patch::<()>::Merge(());
         let _ = PatchParams::default();
     });

@@ -4,14 +4,14 @@
 //! and checked; each broken link of the wiring pinned to its finding code.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use istio_vault_wizard::config::{ClusterConfig, NameTemplates};
+use istio_vault_wizard::config::IstioSection;
+use istio_vault_wizard::istio::helm::{Helm, injector_install};
 use istio_vault_wizard::istio::{
     ANNOTATION_PREFIX, ChartStyle, FILES, IstioError, IstiodWiring, bao_agent_config,
     bao_agent_config_from_annotations, check_values_yaml, check_wiring, gateway_snippet,
-    injector_helm_command, injector_values, istiod_helm_commands, pod_annotations, values_yaml,
-    wiring_from_values_yaml,
+    injector_values, pod_annotations, values_yaml, wiring_from_values_yaml,
 };
 use serde_yaml::Value;
 
@@ -265,28 +265,13 @@ fn injector_values_and_command() {
         Some("http://vault.example.internal:8200")
     );
     assert_eq!(v["injector"]["enabled"].as_bool(), Some(true));
+    let s = IstioSection::default();
+    let helm = Helm::new("helm", None, None);
     assert_eq!(
-        injector_helm_command("http://vault.example.internal:8200"),
-        "helm upgrade --install vault-inject hashicorp/vault -n vault --create-namespace --set global.externalVaultAddr=http://vault.example.internal:8200 --set injector.enabled=true"
-    );
-}
-
-#[test]
-fn istiod_helm_commands_for_a_cluster() {
-    let cluster = ClusterConfig {
-        name: "cluster1".into(),
-        kubeconfig: Some(PathBuf::from("/home/me/kubecfg1.yml")),
-        context: None,
-        certs_dir: None,
-        names: NameTemplates::default().resolve("cluster1"),
-    };
-    let cmds = istiod_helm_commands(&cluster, Path::new("./cluster1-values.yaml"), "tetratelabs");
-    assert_eq!(
-        cmds,
-        [
-            "helm upgrade --install istio-base tetratelabs/base --kubeconfig /home/me/kubecfg1.yml -n istio-system --create-namespace",
-            "helm upgrade --install istio-istiod tetratelabs/istiod --kubeconfig /home/me/kubecfg1.yml -n istio-system --values ./cluster1-values.yaml --wait",
-        ]
+        helm.command_line(
+            &helm.upgrade_install_args(&injector_install(&s, "http://vault.example.internal:8200"))
+        ),
+        "helm upgrade --install vault-inject hashicorp/vault --namespace vault --create-namespace --set global.externalVaultAddr=http://vault.example.internal:8200 --set injector.enabled=true"
     );
 }
 

@@ -1,36 +1,137 @@
-//! Issue 7 `wire` command on the sandbox: without an istiod Deployment it writes values and
-//! prints the helm commands; with one it patches exactly our fields (injector missing is
-//! reported with its install command); a second run changes nothing; `--rollback` undoes it.
+//! Issue 7, the Istio phase (`wire`) on the sandbox, journaled like `apply`:
+//! - helm mode with the built helm and small local charts: the injector release and istiod
+//!   installed with the right release, namespace and values (read back from helm and from
+//!   the API server), a second run changes nothing, verify waits for the rollout and names
+//!   what is missing, `wire --rollback` removes exactly what was installed;
+//! - patch mode: an existing istiod gets exactly our fields, conflicts need --force,
+//!   rollback restores the pod template byte-identical;
+//! - no helm: the step stops and prints the exact command to run.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::{rt, sandbox_or_skip, write_config};
+use istio_vault_wizard::istio::{IstiodWiring, pod_annotations};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-fn run(s: &common::Setup, extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["wire", "--cluster", "cluster1", "-o", "json"];
+fn chart(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/charts")
+        .join(name)
+}
+
+fn helm_bin() -> PathBuf {
+    istio_vault_wizard::sandbox::ServerBinaries::locate(None)
+        .ok()
+        .and_then(|b| b.helm)
+        .expect("helm is built by tests/servers/build.sh")
+}
+
+/// Appends an `[istio]` table to the test's config.
+fn add_istio(s: &common::Setup, helm: &Path, mode: &str, extra: &str) -> String {
+    let inj_ns = format!("vault-{}", s.tag);
+    let text = format!(
+        "\n[istio]\nhelm = \"{}\"\nmode = \"{mode}\"\ninjector_chart = \"{}\"\ninjector_namespace = \"{inj_ns}\"\nbase_chart = \"{}\"\nistiod_chart = \"{}\"\nverify_timeout_secs = 3\n{extra}",
+        helm.display(),
+        chart("vault").display(),
+        chart("istio-base").display(),
+        chart("istiod").display(),
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.config)
+        .expect("config");
+    f.write_all(text.as_bytes()).expect("append");
+    inj_ns
+}
+
+fn wire(s: &common::Setup, cluster: &str, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["wire", "--cluster", cluster, "-o", "json"];
     args.extend_from_slice(extra);
     let out = s.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "not JSON ({e}): {}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
         )
     });
-    (out.status.code().unwrap_or(-1), doc)
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+fn helm_json(sb: &common::Sandbox, idx: usize, args: &[&str]) -> Value {
+    let out = Command::new(helm_bin())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(&sb.kubeconfigs[idx])
+        .args(["--output", "json"])
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("helm json")
+}
+
+fn steps_in(doc: &Value, list: &str) -> Vec<String> {
+    doc["report"][list]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p[1].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn progress(doc: &Value) -> Vec<String> {
+    doc["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["event"] == "progress")
+                .filter_map(|e| e["message"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wiring(s: &common::Setup, cluster: &str) -> IstiodWiring {
+    let mut w = IstiodWiring::article_defaults(cluster, s.kv);
+    w.auth_path = s.auth(cluster);
+    w.secret_path =
+        istio_vault_wizard::vault::kv_api_path(&s.mount(cluster), "istiod-service/certs", s.kv);
+    w
+}
+
+fn template_of(d: &Deployment) -> (Value, Value) {
+    let t = &d.spec.as_ref().expect("spec").template;
+    let ann = serde_json::to_value(&t.metadata.as_ref().expect("meta").annotations).expect("a");
+    let env = serde_json::to_value(
+        t.spec.as_ref().expect("pod spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default(),
+    )
+    .expect("env");
+    (ann, env)
 }
 
 #[test]
-fn wire_prints_helm_commands_then_patches_and_rolls_back_an_existing_istiod() {
-    let Some(sb) = sandbox_or_skip("wire") else {
+fn helm_mode_installs_injector_and_istiod_verifies_and_rolls_back() {
+    let Some(sb) = sandbox_or_skip("helm mode") else {
         return;
     };
-    let s = write_config(sb, 1, "ec-p256");
+    let s = write_config(sb, 2, "ec-p256");
+    let inj_ns = add_istio(&s, &helm_bin(), "helm", "version = \"1.22.3\"\n");
     let out = s.run(&["apply", "--yes", "--cluster", "cluster1"]);
     assert!(
         out.status.success(),
@@ -38,26 +139,190 @@ fn wire_prints_helm_commands_then_patches_and_rolls_back_an_existing_istiod() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (code, doc) = run(&s, &["--yes"]);
-    assert_eq!(code, 0, "{doc:#}");
-    let c = &doc["clusters"][0];
+    // Plan first: changes nothing, shows the helm lines that will run.
+    let (code, plan, _) = wire(&s, "cluster1", &["--plan"]);
+    assert_eq!(code, 0, "{plan:#}");
+    let text = plan.to_string();
     assert!(
-        c["action"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("no istiod Deployment"),
-        "{doc:#}"
+        text.contains("upgrade --install vault-inject") && text.contains(&inj_ns),
+        "{plan:#}"
     );
-    assert!(
-        c["commands"]
-            .to_string()
-            .contains("helm upgrade --install istio-istiod"),
-        "{doc:#}"
-    );
-    let values =
-        std::fs::read_to_string(s.state().join("values/cluster1.yaml")).expect("values written");
-    assert!(values.contains("ROOT_CA_DIR"));
+    assert!(text.contains("upgrade --install istio-istiod"), "{plan:#}");
 
+    let (code, doc, stderr) = wire(
+        &s,
+        "cluster1",
+        &["--yes", "--step", "injector", "--step", "istiod"],
+    );
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    assert_eq!(steps_in(&doc, "applied"), ["injector", "istiod"], "{doc:#}");
+
+    // The injector release, read back from helm: release, namespace, values.
+    let list = helm_json(sb, 0, &["list", "--namespace", &inj_ns]);
+    assert_eq!(list[0]["name"], "vault-inject", "{list:#}");
+    assert_eq!(list[0]["status"], "deployed", "{list:#}");
+    let values = helm_json(
+        sb,
+        0,
+        &["get", "values", "vault-inject", "--namespace", &inj_ns],
+    );
+    assert_eq!(
+        values,
+        json!({"global": {"externalVaultAddr": sb.vault_addr}, "injector": {"enabled": true}})
+    );
+
+    // istiod: Istio 1.22 → the legacy `pilot:` layout, which the chart renders onto the
+    // Deployment: exactly the annotations the injector needs, and ROOT_CA_DIR.
+    let istiod_values = helm_json(
+        sb,
+        0,
+        &["get", "values", "istio-istiod", "--namespace", &s.ns()],
+    );
+    assert!(
+        istiod_values["pilot"]["podAnnotations"].is_object(),
+        "{istiod_values:#}"
+    );
+    let w = wiring(&s, "cluster1");
+    let d = rt().block_on(async {
+        let k = sb.kube(0).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        api.get("istiod").await.expect("istiod deployment")
+    });
+    let (ann, env) = template_of(&d);
+    assert_eq!(
+        ann,
+        serde_json::to_value(pod_annotations(&w)).expect("json")
+    );
+    assert_eq!(
+        env,
+        json!([{"name": "ROOT_CA_DIR", "value": "/vault/secrets"}])
+    );
+
+    // A second run: nothing to do.
+    let (code, doc, _) = wire(
+        &s,
+        "cluster1",
+        &["--yes", "--step", "injector", "--step", "istiod"],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["changed"], false, "{doc:#}");
+    assert_eq!(steps_in(&doc, "unchanged"), ["injector", "istiod"]);
+
+    // Verify: no kubelet, so the rollout cannot finish; it says where it stands and hands
+    // over to the doctor.
+    let (code, doc, _) = wire(&s, "cluster1", &["--yes", "--step", "verify"]);
+    assert_ne!(code, 0, "{doc:#}");
+    let failed = doc["report"]["failed"].to_string();
+    assert!(
+        failed.contains("rollout not complete") && failed.contains("doctor:"),
+        "{doc:#}"
+    );
+    assert!(
+        progress(&doc).iter().any(|m| m.starts_with("rollout: ")),
+        "progress is reported: {doc:#}"
+    );
+
+    // Play the kubelet's part: report the new pod Ready. The rollout completes, and verify
+    // finds the pod was never mutated by the injector (nothing serves its webhook here).
+    rt().block_on(async {
+        let k = sb.kube(0).await;
+        let pods: Api<Pod> = Api::namespaced(k.client.clone(), &s.ns());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let pod = loop {
+            let l = pods
+                .list(&ListParams::default().labels("app=istiod"))
+                .await
+                .expect("pods");
+            if let Some(p) = l.items.into_iter().next() {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no istiod pod created"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        pods.patch_status(
+            pod.metadata.name.as_deref().expect("name"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True"}]}})),
+        )
+        .await
+        .expect("mark ready");
+    });
+    let (code, doc, stderr) = wire(
+        &s,
+        "cluster1",
+        &["--yes", "--step", "verify", "--timeout", "20"],
+    );
+    assert_ne!(code, 0, "{doc:#}");
+    let failed = doc["report"]["failed"].to_string();
+    assert!(
+        failed.contains("no vault-agent-init init container"),
+        "{doc:#}\n{stderr}"
+    );
+    assert!(
+        progress(&doc)
+            .iter()
+            .any(|m| m == "rollout: successfully rolled out"),
+        "{doc:#}"
+    );
+
+    // Rollback of the Istio phase only: both releases gone, the Vault phase untouched.
+    let (code, doc, _) = wire(&s, "cluster1", &["--rollback", "--yes"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(
+        helm_json(
+            sb,
+            0,
+            &[
+                "list",
+                "--all-namespaces",
+                "--filter",
+                "vault-inject|istio-"
+            ]
+        )
+        .as_array()
+        .map(|a| a
+            .iter()
+            .filter(|r| r["namespace"] == inj_ns.as_str() || r["namespace"] == s.ns().as_str())
+            .count()),
+        Some(0)
+    );
+    let gone = rt().block_on(async {
+        let k = sb.kube(0).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        api.get_opt("istiod").await.expect("get")
+    });
+    assert!(gone.is_none(), "istiod was installed by us and is removed");
+    let status = s.run(&["status", "-o", "json"]);
+    let st: Value = serde_json::from_slice(&status.stdout).expect("json");
+    let live_vault_steps = st["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["step"] == "role" && e["status"] == "applied")
+        .count();
+    assert_eq!(
+        live_vault_steps, 1,
+        "the Vault phase is not rolled back: {st:#}"
+    );
+}
+
+#[test]
+fn patch_mode_wires_an_existing_istiod_and_rollback_restores_it() {
+    let Some(sb) = sandbox_or_skip("patch mode") else {
+        return;
+    };
+    let s = write_config(sb, 1, "ec-p256");
+    add_istio(&s, Path::new("/nonexistent/helm"), "auto", "");
+    let out = s.run(&["apply", "--yes", "--cluster", "cluster2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dep: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "istiod", "namespace": s.ns(), "labels": {"app": "istiod"}},
@@ -67,7 +332,7 @@ fn wire_prints_helm_commands_then_patches_and_rolls_back_an_existing_istiod() {
     }))
     .expect("deployment");
     let before = rt().block_on(async {
-        let k = sb.kube(0).await;
+        let k = sb.kube(1).await;
         let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
         let d = api
             .create(&PostParams::default(), &dep)
@@ -76,65 +341,74 @@ fn wire_prints_helm_commands_then_patches_and_rolls_back_an_existing_istiod() {
         serde_json::to_value(&d.spec.expect("spec").template).expect("json")
     });
 
-    let (code, doc) = run(&s, &["--yes"]);
-    assert_eq!(code, 0, "{doc:#}");
-    let c = &doc["clusters"][0];
-    assert!(
-        c["action"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("patched"),
-        "{doc:#}"
-    );
-    assert!(
-        c["injector"].is_null()
-            && c["injector_fix"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("global.externalVaultAddr"),
-        "{doc:#}"
-    );
-
-    // The doctor now checks the live wiring (and names the missing injector).
-    let d = s.run(&["doctor", "--cluster", "cluster1", "-o", "json"]);
-    let dd: Value = serde_json::from_slice(&d.stdout).expect("json");
-    let wiring = dd["clusters"][0]["links"]
-        .as_array()
-        .expect("links")
-        .iter()
-        .find(|l| l["id"] == "wiring")
-        .cloned()
-        .expect("wiring");
-    assert_eq!(wiring["status"], "FAIL", "{wiring:#}");
-    assert!(
-        wiring["evidence"].to_string().contains("injector"),
-        "{wiring:#}"
-    );
-
-    let (code, doc) = run(&s, &["--yes"]);
-    assert_eq!(code, 0);
-    assert_eq!(
-        doc["clusters"][0]["action"], "already wired: nothing to change",
-        "{doc:#}"
-    );
-
-    let (code, doc) = run(&s, &["--yes", "--rollback"]);
-    assert_eq!(code, 0, "{doc:#}");
+    let (code, doc, stderr) = wire(&s, "cluster2", &["--yes", "--step", "istiod"]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    assert_eq!(steps_in(&doc, "applied"), ["istiod"], "{doc:#}");
     let after = rt().block_on(async {
-        let k = sb.kube(0).await;
+        let k = sb.kube(1).await;
         let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
-        serde_json::to_value(
-            api.get("istiod")
-                .await
-                .expect("get")
-                .spec
-                .expect("spec")
-                .template,
-        )
-        .expect("json")
+        api.get("istiod").await.expect("get")
     });
-    assert_eq!(before, after, "rollback restores the template exactly");
-    let _ = BTreeMap::<String, String>::new();
-    let out = s.run(&["rollback", "--yes"]);
-    assert!(out.status.success());
+    let (ann, env) = template_of(&after);
+    let mut want = serde_json::to_value(pod_annotations(&wiring(&s, "cluster2"))).expect("json");
+    want["prometheus.io/scrape"] = json!("true");
+    assert_eq!(ann, want);
+    assert_eq!(
+        env,
+        json!([{"name": "ROOT_CA_DIR", "value": "/vault/secrets"}])
+    );
+
+    // Journaled: status lists it, a second run is a no-op.
+    let (code, doc, _) = wire(&s, "cluster2", &["--yes", "--step", "istiod"]);
+    assert_eq!((code, doc["changed"].clone()), (0, json!(false)), "{doc:#}");
+
+    // Another manager changes one of our fields: a conflict, taken over only with --force.
+    rt().block_on(async {
+        let k = sb.kube(1).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        let body = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "istiod", "namespace": s.ns()},
+            "spec": {"selector": {"matchLabels": {"app": "istiod"}}, "template": {"metadata": {"annotations": {"vault.hashicorp.com/role": "someone-else"}}}}});
+        let mut p = PatchParams::apply("other-manager");
+        p.force = true;
+        api.patch("istiod", &p, &Patch::Apply(&body))
+            .await
+            .expect("other manager");
+    });
+    let (code, doc, _) = wire(&s, "cluster2", &["--yes", "--step", "istiod"]);
+    assert_eq!(code, 3, "a conflict exits 3: {doc:#}");
+    let (code, doc, _) = wire(&s, "cluster2", &["--yes", "--force", "--step", "istiod"]);
+    assert_eq!(code, 0, "{doc:#}");
+
+    let (code, doc, _) = wire(&s, "cluster2", &["--rollback", "--yes"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let restored = rt().block_on(async {
+        let k = sb.kube(1).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        let d = api.get("istiod").await.expect("get");
+        serde_json::to_value(&d.spec.expect("spec").template).expect("json")
+    });
+    assert_eq!(restored, before, "pod template restored byte-identical");
+}
+
+#[test]
+fn without_helm_the_injector_step_says_exactly_what_to_run() {
+    let Some(sb) = sandbox_or_skip("no helm") else {
+        return;
+    };
+    let s = write_config(sb, 1, "ec-p256");
+    let inj_ns = add_istio(&s, Path::new("/nonexistent/helm"), "auto", "");
+    let (code, doc, _) = wire(&s, "cluster2", &["--yes", "--step", "injector"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let failed = doc["report"]["failed"].to_string();
+    assert!(
+        failed.contains("run this yourself")
+            && failed.contains("upgrade --install vault-inject")
+            && failed.contains(&format!("--namespace {inj_ns}"))
+            && failed.contains(&format!("global.externalVaultAddr={}", sb.vault_addr)),
+        "{doc:#}"
+    );
+    // Nothing was created, so there is nothing to roll back.
+    let (code, doc, _) = wire(&s, "cluster2", &["--rollback", "--yes"]);
+    assert_eq!(code, 0, "{doc:#}");
 }

@@ -120,7 +120,7 @@ fn tmux_setup_both_clusters_confirming_each_step_then_roll_back() {
     let mut t = Tmux::start(&name, &cmd);
 
     // The plan for both clusters appears.
-    let screen = t.wait_for("Plan · 24 step(s)", 60);
+    let screen = t.wait_for("Plan · 30 step(s)", 60);
     assert!(
         screen.contains("cluster1") && screen.contains("cluster2"),
         "{screen}"

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use super::{ApplyArgs, DoctorArgs, ExportArgs, Output, Report, RollbackArgs, exit, runtime};
+use super::{
+    ApplyArgs, DoctorArgs, ExportArgs, Output, PhaseArg, Report, RollbackArgs, exit, runtime,
+};
 use crate::config::{self, Config};
 use crate::plan::engine::{
     AssumeYes, Decider, Engine, EngineError, Event, Outcome, RunOptions, RunReport,
@@ -93,6 +95,7 @@ pub fn describe_event(ev: &Event) -> Option<String> {
             Outcome::Applied => format!("[{cluster}] {step}: done"),
             Outcome::Unchanged => format!("[{cluster}] {step}: present, unchanged"),
             Outcome::Skipped => format!("[{cluster}] {step}: skipped"),
+            Outcome::Verified => format!("[{cluster}] {step}: verified"),
         },
         Event::Failed {
             cluster,
@@ -173,10 +176,11 @@ impl Decider for PromptDecider {
     }
 }
 
-fn run_options(
+pub(super) fn run_options(
     clusters: Vec<String>,
     steps: &[String],
     fallback: bool,
+    phase: PhaseArg,
 ) -> Result<RunOptions, Report> {
     let mut ids = Vec::new();
     for s in steps {
@@ -191,18 +195,39 @@ fn run_options(
             ))
         })?);
     }
+    if ids.is_empty() && phase == PhaseArg::Istio {
+        ids = StepId::ISTIO.to_vec();
+    }
+    if ids.is_empty() && phase == PhaseArg::Vault {
+        ids = StepId::ALL
+            .into_iter()
+            .filter(|s| s.phase() == crate::plan::Phase::Vault)
+            .collect();
+    }
     Ok(RunOptions {
         clusters,
+        istio: phase != PhaseArg::Vault
+            || ids.iter().any(|s| s.phase() == crate::plan::Phase::Istio),
         steps: ids,
         token_request_fallback: fallback,
+        istiod_log: None,
     })
 }
 
-pub fn plan(config: Option<PathBuf>, output: Output, _quiet: bool) -> Result<u8, Report> {
+pub fn plan(
+    config: Option<PathBuf>,
+    phase: PhaseArg,
+    output: Output,
+    _quiet: bool,
+) -> Result<u8, Report> {
     let config = load_config(config)?;
+    let opts = run_options(Vec::new(), &[], false, phase)?;
+    print_plan(config, opts, output)
+}
+
+pub(super) fn print_plan(config: Config, opts: RunOptions, output: Output) -> Result<u8, Report> {
     let rt = runtime()?;
     rt.block_on(async {
-        let opts = RunOptions::default();
         let engine = Engine::connect(config, &opts).await?;
         let rows = engine
             .plan(&opts)
@@ -271,16 +296,58 @@ pub fn apply(
     quiet: bool,
 ) -> Result<u8, Report> {
     let config = load_config(config)?;
-    let opts = run_options(args.clusters, &args.steps, args.token_request_fallback)?;
+    let opts = run_options(
+        args.clusters,
+        &args.steps,
+        args.token_request_fallback,
+        args.phase,
+    )?;
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Report::usage(
             "apply asks before every step and no terminal is attached: pass --yes to apply without asking",
         ));
     }
+    let decider: Arc<dyn Decider> = if args.yes {
+        Arc::new(AssumeYes)
+    } else {
+        Arc::new(PromptDecider {
+            gate: Mutex::new(()),
+        })
+    };
+    run_apply(config, opts, decider, output, quiet)
+}
+
+/// Says yes to what is absent, and to taking over istiod's fields (`wire --yes --force`).
+pub(super) struct TakeOverIstiod;
+
+#[async_trait]
+impl Decider for TakeOverIstiod {
+    async fn confirm(&self, _: &str, step: StepId, state: &StepState, _: &Preview) -> Decision {
+        match state {
+            StepState::Absent => Decision::Apply,
+            StepState::Conflict { .. } if step == StepId::Istiod => Decision::Apply,
+            _ => Decision::Skip,
+        }
+    }
+}
+
+pub(super) fn prompt_decider() -> Arc<dyn Decider> {
+    Arc::new(PromptDecider {
+        gate: Mutex::new(()),
+    })
+}
+
+/// Runs the engine with `opts` and prints the report (text or one JSON document).
+pub(super) fn run_apply(
+    config: Config,
+    opts: RunOptions,
+    decider: Arc<dyn Decider>,
+    output: Output,
+    quiet: bool,
+) -> Result<u8, Report> {
     let rt = runtime()?;
     rt.block_on(async {
         let engine = Engine::connect(config, &opts).await?;
-        let decider: Arc<dyn Decider> = if args.yes { Arc::new(AssumeYes) } else { Arc::new(PromptDecider { gate: Mutex::new(()) }) };
         let (tx, printer) = progress_printer(quiet, output);
         let report = engine.apply(&opts, decider, Some(tx)).await?;
         let events = printer.await.unwrap_or_default();
@@ -291,13 +358,14 @@ pub fn apply(
                 serde_json::json!({ "ok": code == exit::OK, "changed": !report.changed_nothing(), "report": report, "events": events })
             ),
             Output::Text => {
-                if code == exit::OK && report.changed_nothing() && report.skipped.is_empty() {
+                if code == exit::OK && report.changed_nothing() && report.skipped.is_empty() && report.verified.is_empty() {
                     println!("nothing to do: every step is present and matching, nothing was changed");
                 } else {
                     println!(
-                        "applied {}, unchanged {}, skipped {}, conflicts {}, failed {}",
+                        "applied {}, unchanged {}, verified {}, skipped {}, conflicts {}, failed {}",
                         report.applied.len(),
                         report.unchanged.len(),
+                        report.verified.len(),
                         report.skipped.len(),
                         report.conflicts.len(),
                         report.failed.len()
@@ -309,7 +377,7 @@ pub fn apply(
                         println!("failed [{c}] {s}: {e}");
                     }
                     if code == exit::CONFLICT {
-                        println!("a conflict needs your decision: run `apply` without --yes to answer it, or change the names in the config");
+                        println!("a conflict needs your decision: run again without --yes to answer it, or change the names in the config");
                     }
                 }
             }
@@ -325,9 +393,24 @@ pub fn rollback(
     quiet: bool,
 ) -> Result<u8, Report> {
     let config = load_config(config)?;
+    run_rollback(config, None, args.yes, output, quiet)
+}
+
+/// Undoes the journal's entries (of one phase, or all), newest first, after a confirmation.
+pub(super) fn run_rollback(
+    config: Config,
+    phase: Option<crate::plan::Phase>,
+    yes: bool,
+    output: Output,
+    quiet: bool,
+) -> Result<u8, Report> {
     let journal =
         Journal::load(&config.state_dir).map_err(|e| Report::new(e.to_string(), exit::FAILED))?;
-    let todo = journal.undoable();
+    let todo: Vec<_> = journal
+        .undoable()
+        .into_iter()
+        .filter(|e| phase.is_none_or(|p| e.step.phase() == p))
+        .collect();
     if todo.is_empty() {
         match output {
             Output::Json => println!("{}", serde_json::json!({ "ok": true, "rolled_back": [] })),
@@ -337,7 +420,7 @@ pub fn rollback(
         }
         return Ok(exit::OK);
     }
-    if !args.yes {
+    if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(Report::usage(
                 "rollback asks for confirmation and no terminal is attached: pass --yes",
@@ -359,7 +442,9 @@ pub fn rollback(
     rt.block_on(async {
         let engine = Engine::connect(config, &RunOptions::default()).await?;
         let (tx, printer) = progress_printer(quiet, output);
-        let report = engine.rollback(None, Some(tx)).await?;
+        let report = engine
+            .rollback_where(|e| phase.is_none_or(|p| e.step.phase() == p), Some(tx))
+            .await?;
         let events = printer.await.unwrap_or_default();
         let code = report_exit(&report);
         match output {

@@ -55,6 +55,7 @@ pub async fn targets(config: &Config, only: Option<&str>) -> Result<Vec<DoctorTa
             kube,
             vault: vault.clone(),
             kv_version: config.kv_version,
+            istio: config.istio.clone(),
         });
     }
     Ok(out)

@@ -87,6 +87,8 @@ pub struct DoctorTarget {
     pub kube: KubeTarget,
     pub vault: VaultTarget,
     pub kv_version: u8,
+    /// Where the injector would be installed from, for the fix command.
+    pub istio: crate::config::IstioSection,
 }
 
 struct Walk<'a> {
@@ -141,7 +143,7 @@ pub async fn diagnose(t: &DoctorTarget) -> Diagnosis {
         t,
         links: Vec::new(),
         broken: None,
-        sa_name: t.cluster.names.service_account.clone(),
+        sa_name: t.cluster.istiod_service_account.clone(),
         jwt: None,
         audiences: Vec::new(),
         login_token: None,
@@ -850,23 +852,38 @@ async fn wiring(w: &mut Walk<'_>) {
             .filter(|k| k.starts_with("vault.hashicorp.com/"))
             .count()
     )];
-    match crate::kube::has_vault_injector_webhook(&w.t.kube).await {
-        Ok(Some(name)) => ev.push(format!(
-            "mutating webhook {name} (Vault agent injector) present"
+    match crate::kube::workloads::find_vault_injector(&w.t.kube).await {
+        Ok(found) if found.complete() => ev.push(format!(
+            "Vault agent injector present: webhook {}, Deployment {} ({} ready)",
+            found.webhook.unwrap_or_default(),
+            found.deployment.unwrap_or_default(),
+            found.ready
         )),
-        Ok(None) => {
-            ev.push(
-                "no Vault agent injector MutatingWebhookConfiguration: the annotations do nothing"
+        Ok(found) => {
+            ev.push(match (&found.webhook, &found.deployment) {
+                (Some(h), None) => format!(
+                    "webhook {h} exists but no Vault agent injector Deployment serves it: pods are not mutated"
+                ),
+                (None, Some(d)) => format!(
+                    "injector Deployment {d} exists but no MutatingWebhookConfiguration calls it"
+                ),
+                _ => "no Vault agent injector (webhook and Deployment): the annotations do nothing"
                     .into(),
+            });
+            let helm = crate::istio::helm::Helm::new(
+                &w.t.istio.helm,
+                w.t.cluster.kubeconfig.as_deref(),
+                Some(&w.t.kube.context),
             );
+            let install = crate::istio::helm::injector_install(&w.t.istio, w.t.vault.address());
             return w.push(
                 LinkId::Wiring,
                 LinkStatus::Fail,
                 ev,
-                Some(crate::istio::injector_helm_command(w.t.vault.address())),
+                Some(helm.command_line(&helm.upgrade_install_args(&install))),
             );
         }
-        Err(e) => ev.push(format!("cannot list webhooks: {e}")),
+        Err(e) => ev.push(format!("cannot look for the injector: {e}")),
     }
     if findings.is_empty() {
         ev.push("annotations, templates and ROOT_CA_DIR match Vault".into());

@@ -4,6 +4,7 @@
 //! agent log lines that show whether it worked.
 
 mod agent;
+pub mod helm;
 pub mod logs;
 pub mod patch;
 mod values;
@@ -16,10 +17,9 @@ pub use agent::{
 pub use values::{
     ANNOTATION_PREFIX, ChartStyle, DEFAULT_FILE_PERMS, DEFAULT_SECRET_DIR, FILES,
     ISTIOD_DEFAULT_CA_DIR, IstiodWiring, StringMap, WiringFinding, check_values_yaml, check_wiring,
-    gateway_snippet, injector_helm_command, injector_values, istiod_helm_commands,
-    istiod_service_account, parse_go_bool, perms_readable_by_others, pod_annotations, shell_quote,
-    template, template_data_refs, values_for_cluster, values_yaml, wiring_for,
-    wiring_from_values_yaml,
+    gateway_snippet, injector_values, istiod_service_account, parse_go_bool,
+    perms_readable_by_others, pod_annotations, shell_quote, template, template_data_refs,
+    values_for_cluster, values_yaml, wiring_for, wiring_from_values_yaml,
 };
 
 pub use logs::{

@@ -242,45 +242,6 @@ pub fn injector_values(external_vault_addr: &str) -> String {
 
 pub use crate::shell::quote as shell_quote;
 
-pub fn injector_helm_command(external_vault_addr: &str) -> String {
-    format!(
-        "helm upgrade --install vault-inject hashicorp/vault -n vault --create-namespace --set global.externalVaultAddr={} --set injector.enabled=true",
-        shell_quote(external_vault_addr)
-    )
-}
-
-/// `helm` commands that install istio-base and istio-istiod for one cluster with its
-/// values file. `chart_repo` is the repo alias (`istio`, or the article's `tetratelabs`).
-pub fn istiod_helm_commands(
-    cluster: &ClusterConfig,
-    values_file: &std::path::Path,
-    chart_repo: &str,
-) -> Vec<String> {
-    let mut target = String::new();
-    if let Some(k) = &cluster.kubeconfig {
-        target.push_str(&format!(
-            " --kubeconfig {}",
-            shell_quote(&k.display().to_string())
-        ));
-    }
-    if let Some(c) = &cluster.context {
-        target.push_str(&format!(" --kube-context {}", shell_quote(c)));
-    }
-    let ns = shell_quote(&cluster.names.namespace);
-    let repo = chart_repo.trim_end_matches('/');
-    vec![
-        format!(
-            "helm upgrade --install istio-base {}{target} -n {ns} --create-namespace",
-            shell_quote(&format!("{repo}/base"))
-        ),
-        format!(
-            "helm upgrade --install istio-istiod {}{target} -n {ns} --values {} --wait",
-            shell_quote(&format!("{repo}/istiod")),
-            shell_quote(&values_file.display().to_string())
-        ),
-    ]
-}
-
 /// An Istio Gateway terminating TLS with files the Vault agent renders into the gateway
 /// pod (`<dir>/tls.crt`, `<dir>/tls.key`, and `<dir>/ca.crt` for mutual TLS).
 pub fn gateway_snippet(

@@ -16,6 +16,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 
 use crate::secret::Secret;
 
+pub mod workloads;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("kubeconfig {path}: {reason}")]
@@ -604,21 +606,4 @@ pub async fn can_i(
         .await
         .map_err(|e| KubeError::api("create selfsubjectaccessreview", e))?;
     Ok(resp.status.map(|s| s.allowed).unwrap_or(false))
-}
-
-/// Name of a MutatingWebhookConfiguration that serves the Vault agent injector, if any.
-pub async fn has_vault_injector_webhook(kube: &KubeTarget) -> Result<Option<String>, KubeError> {
-    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-    let api: Api<MutatingWebhookConfiguration> = Api::all(kube.client.clone());
-    let list = api
-        .list(&::kube::api::ListParams::default())
-        .await
-        .map_err(|e| KubeError::api("list mutatingwebhookconfigurations", e))?;
-    Ok(list.items.into_iter().find_map(|m| {
-        let name = m.metadata.name.clone().unwrap_or_default();
-        let hooks = m.webhooks.unwrap_or_default();
-        let vault =
-            name.contains("vault") || hooks.iter().any(|h| h.name.contains("vault.hashicorp.com"));
-        vault.then_some(name)
-    }))
 }

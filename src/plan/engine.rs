@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
+use super::istio_steps::IstioCtx;
 use super::journal::{Action, EntryStatus, Journal, JournalEntry, StateLock, now_rfc3339};
-use super::steps::{ClusterCtx, Facts, Step, all_steps, step_for};
+use super::steps::{ClusterCtx, Facts, Step, step_for, steps_of};
 use super::{Decision, Preview, StepError, StepId, StepState};
 use crate::config::Config;
 use crate::kube::{KubeError, KubeTarget};
@@ -78,6 +79,8 @@ pub enum Outcome {
     Applied,
     Unchanged,
     Skipped,
+    /// A read-only step (verification) succeeded: nothing changed.
+    Verified,
 }
 
 /// The operator's side of a confirmation.
@@ -110,6 +113,10 @@ pub struct RunOptions {
     pub clusters: Vec<String>,
     pub steps: Vec<StepId>,
     pub token_request_fallback: bool,
+    /// Also run the Istio phase (injector, istiod, verify) after the Vault steps.
+    pub istio: bool,
+    /// Verify from this istiod log file instead of the pod's logs.
+    pub istiod_log: Option<std::path::PathBuf>,
 }
 
 /// One row of a plan: state, preview and commands of a step.
@@ -127,6 +134,8 @@ pub struct RunReport {
     pub applied: Vec<(String, StepId)>,
     pub unchanged: Vec<(String, StepId)>,
     pub skipped: Vec<(String, StepId)>,
+    /// Read-only steps that ran and passed (istiod verified).
+    pub verified: Vec<(String, StepId)>,
     pub failed: Vec<(String, StepId, String)>,
     pub conflicts: Vec<(String, StepId, String)>,
     pub rolled_back: Vec<(String, StepId)>,
@@ -194,6 +203,12 @@ impl Engine {
             }
         }
         let certs = Arc::new(CertStore::new(&config));
+        let istio = Arc::new(IstioCtx {
+            settings: config.istio.clone(),
+            state_dir: config.state_dir.clone(),
+            vault_address: config.vault.address.clone(),
+            istiod_log: opts.istiod_log.clone(),
+        });
         let wanted: Vec<_> = config
             .clusters
             .iter()
@@ -226,6 +241,7 @@ impl Engine {
                 certs: certs.clone(),
                 facts: Mutex::new(Facts::default()),
                 token_request_fallback: opts.token_request_fallback,
+                istio: istio.clone(),
             }));
         }
         Ok(Self {
@@ -239,7 +255,7 @@ impl Engine {
     pub async fn plan(&self, opts: &RunOptions) -> Result<Vec<PlannedStep>, StepError> {
         let runs = self.ctxs.iter().map(|ctx| async move {
             let mut rows = Vec::new();
-            for step in all_steps() {
+            for step in steps_of(opts.istio) {
                 let state = match step.check(ctx).await {
                     Ok(s) => s,
                     Err(e) => StepState::Blocked {
@@ -299,15 +315,26 @@ impl Engine {
         only: Option<(&str, StepId)>,
         events: Option<Events>,
     ) -> Result<RunReport, EngineError> {
+        self.rollback_where(
+            |e| only.is_none_or(|(c, s)| e.cluster == c && e.step == s),
+            events,
+        )
+        .await
+    }
+
+    /// Undoes, newest first, the journal entries `keep` selects.
+    pub async fn rollback_where(
+        &self,
+        keep: impl Fn(&JournalEntry) -> bool,
+        events: Option<Events>,
+    ) -> Result<RunReport, EngineError> {
         let _lock = StateLock::acquire(&self.config.state_dir)?;
         let mut journal = Journal::load(&self.config.state_dir)?;
         let mut report = RunReport::default();
         let by_name: BTreeMap<&str, &Arc<ClusterCtx>> =
             self.ctxs.iter().map(|c| (c.name(), c)).collect();
         for entry in journal.undoable() {
-            if let Some((c, s)) = only
-                && (entry.cluster != c || entry.step != s)
-            {
+            if !keep(&entry) {
                 continue;
             }
             let Some(ctx) = by_name.get(entry.cluster.as_str()) else {
@@ -367,7 +394,7 @@ async fn run_cluster(
     abort: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let cluster = ctx.name().to_string();
-    for step in all_steps() {
+    for step in steps_of(opts.istio) {
         if abort.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -566,13 +593,19 @@ async fn run_cluster(
                     )
                     .await;
                 }
-                report.lock().await.applied.push((cluster.clone(), id));
+                let outcome = if id.is_read_only() {
+                    report.lock().await.verified.push((cluster.clone(), id));
+                    Outcome::Verified
+                } else {
+                    report.lock().await.applied.push((cluster.clone(), id));
+                    Outcome::Applied
+                };
                 send(
                     &events,
                     Event::Done {
                         cluster: cluster.clone(),
                         step: id,
-                        outcome: Outcome::Applied,
+                        outcome,
                     },
                 );
             }

@@ -5,6 +5,7 @@
 pub mod certstore;
 pub mod engine;
 pub mod export;
+pub mod istio_steps;
 pub mod journal;
 pub mod steps;
 
@@ -31,10 +32,24 @@ pub enum StepId {
     KvSecret,
     Policy,
     Role,
+    // The Istio phase (`wire`): after Vault is ready.
+    Injector,
+    Istiod,
+    Verify,
+}
+
+/// The procedure's two halves: Vault and its Kubernetes auth, then istiod's wiring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Vault,
+    Istio,
 }
 
 impl StepId {
-    pub const ALL: [StepId; 12] = [
+    pub const ISTIO: [StepId; 3] = [StepId::Injector, StepId::Istiod, StepId::Verify];
+
+    pub const ALL: [StepId; 15] = [
         StepId::Namespace,
         StepId::ServiceAccount,
         StepId::TokenSecret,
@@ -47,7 +62,18 @@ impl StepId {
         StepId::KvSecret,
         StepId::Policy,
         StepId::Role,
+        StepId::Injector,
+        StepId::Istiod,
+        StepId::Verify,
     ];
+
+    pub fn phase(self) -> Phase {
+        if StepId::ISTIO.contains(&self) {
+            Phase::Istio
+        } else {
+            Phase::Vault
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +89,9 @@ impl StepId {
             StepId::KvSecret => "kv-secret",
             StepId::Policy => "policy",
             StepId::Role => "role",
+            StepId::Injector => "injector",
+            StepId::Istiod => "istiod",
+            StepId::Verify => "verify",
         }
     }
 
@@ -72,7 +101,7 @@ impl StepId {
 
     /// Steps that only read (nothing to create, nothing to roll back).
     pub fn is_read_only(self) -> bool {
-        matches!(self, StepId::ReadCredentials)
+        matches!(self, StepId::ReadCredentials | StepId::Verify)
     }
 }
 
@@ -140,6 +169,8 @@ pub enum StepError {
     Conflict(String),
     #[error("blocked: {0}")]
     Blocked(String),
+    #[error(transparent)]
+    Helm(#[from] crate::istio::helm::HelmError),
     #[error("verification failed: {0}")]
     Verify(String),
     #[error(transparent)]

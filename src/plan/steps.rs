@@ -42,6 +42,7 @@ pub struct ClusterCtx {
     pub facts: Mutex<Facts>,
     /// Use the TokenRequest API when the token Secret gets no token.
     pub token_request_fallback: bool,
+    pub istio: Arc<super::istio_steps::IstioCtx>,
 }
 
 impl ClusterCtx {
@@ -135,8 +136,17 @@ pub fn all_steps() -> Vec<Box<dyn Step>> {
     ]
 }
 
+/// The steps of the chosen phases, in order.
+pub fn steps_of(istio: bool) -> Vec<Box<dyn Step>> {
+    let mut s = all_steps();
+    if istio {
+        s.extend(super::istio_steps::istio_steps());
+    }
+    s
+}
+
 pub fn step_for(id: StepId) -> Box<dyn Step> {
-    all_steps()
+    steps_of(true)
         .into_iter()
         .find(|s| s.id() == id)
         .unwrap_or_else(|| Box::new(NamespaceStep))
@@ -1391,7 +1401,7 @@ pub struct RoleStep;
 fn role_body(ctx: &ClusterCtx) -> Value {
     let n = ctx.names();
     json!({
-        "bound_service_account_names": [n.service_account],
+        "bound_service_account_names": [ctx.cluster.istiod_service_account],
         "bound_service_account_namespaces": [n.namespace],
         "token_policies": [n.policy],
         "token_ttl": n.token_ttl,
@@ -1438,10 +1448,10 @@ impl Step for RoleStep {
         };
         let mut diffs = Vec::new();
         let names = string_list(&role["bound_service_account_names"]);
-        if names != [n.service_account.clone()] {
+        let sa = &ctx.cluster.istiod_service_account;
+        if names != [sa.clone()] {
             diffs.push(format!(
-                "bound_service_account_names {names:?}, wanted [{:?}]",
-                n.service_account
+                "bound_service_account_names {names:?}, wanted [{sa:?}]"
             ));
         }
         let nss = string_list(&role["bound_service_account_namespaces"]);
@@ -1502,7 +1512,12 @@ impl Step for RoleStep {
             },
             commands: vec![format!(
                 "vault write auth/{}/role/{} bound_service_account_names={} bound_service_account_namespaces={} policies={} ttl={}",
-                n.auth_path, n.role, n.service_account, n.namespace, n.policy, n.token_ttl
+                n.auth_path,
+                n.role,
+                ctx.cluster.istiod_service_account,
+                n.namespace,
+                n.policy,
+                n.token_ttl
             )],
         }
     }

@@ -98,6 +98,40 @@ pub fn steps() -> Vec<StepRow> {
                         )],
                     },
                 ),
+                StepId::Injector => (
+                    "Vault agent injector (webhook and Deployment)".to_string(),
+                    preview(
+                        "install the Vault agent injector (chart hashicorp/vault) pointing at https://vault.example:8200",
+                        &["+ helm release vault/vault-inject"],
+                        &format!(
+                            "helm upgrade --install vault-inject hashicorp/vault --kube-context {cluster} --namespace vault --create-namespace --set global.externalVaultAddr=https://vault.example:8200 --set injector.enabled=true"
+                        ),
+                    ),
+                ),
+                StepId::Istiod => (
+                    "istiod reads its CA from /vault/secrets (annotations and ROOT_CA_DIR)"
+                        .to_string(),
+                    preview(
+                        "add the Vault injector annotations and ROOT_CA_DIR to istiod by server-side apply",
+                        &[
+                            "+ pod annotation vault.hashicorp.com/agent-inject",
+                            "+ env ROOT_CA_DIR=/vault/secrets",
+                        ],
+                        &format!(
+                            "kubectl --context {cluster} apply --server-side --field-manager=istio-vault-wizard -f -"
+                        ),
+                    ),
+                ),
+                StepId::Verify => (
+                    "Verify istiod runs on the CA in Vault".to_string(),
+                    preview(
+                        "wait for the istiod rollout (up to 300s), follow vault-agent-init and discovery, and compare istiod's x509 lines with Vault",
+                        &[],
+                        &format!(
+                            "kubectl --context {cluster} -n istio-system rollout status deployment/istiod"
+                        ),
+                    ),
+                ),
                 s => (
                     format!("{} for {cluster}", s.as_str()),
                     preview(
@@ -119,6 +153,9 @@ pub fn steps() -> Vec<StepRow> {
                 ("cluster2", StepId::Namespace) => RowState::RolledBack,
                 (_, StepId::ReadCredentials) => {
                     RowState::Blocked("the token secret has no token yet".into())
+                }
+                (_, StepId::Verify) => {
+                    RowState::Blocked("no istiod Deployment in istio-system yet".into())
                 }
                 _ => RowState::Absent,
             };

@@ -18,7 +18,7 @@ use super::logs::{LogLine, LogsView};
 use crate::config::Config;
 use crate::doctor::{Diagnosis, LinkStatus};
 use crate::plan::engine::{Engine, Event, Outcome, PlannedStep, RunOptions, RunReport};
-use crate::plan::{Decision, Preview, StepId, StepState};
+use crate::plan::{Decision, Phase, Preview, StepId, StepState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -1174,7 +1174,7 @@ fn engine_event(m: &mut Model, ev: Event) {
             if let Some(r) = row_mut(m, &cluster, step) {
                 r.took = r.started.map(|s| now.duration_since(s));
                 r.state = match outcome {
-                    Outcome::Applied => RowState::Done,
+                    Outcome::Applied | Outcome::Verified => RowState::Done,
                     Outcome::Unchanged => RowState::Present,
                     Outcome::Skipped => RowState::Skipped,
                 };
@@ -1350,7 +1350,8 @@ fn confirmed(m: &mut Model, c: Confirm, yes: bool, abort: bool) -> Vec<Effect> {
                 opts: RunOptions {
                     clusters: vec![cluster],
                     steps: vec![step],
-                    token_request_fallback: false,
+                    istio: step.phase() == Phase::Istio,
+                    ..RunOptions::default()
                 },
                 mode: DeciderMode::Approved { overwrite: true },
             }]
@@ -1358,10 +1359,12 @@ fn confirmed(m: &mut Model, c: Confirm, yes: bool, abort: bool) -> Vec<Effect> {
         Purpose::ApplyAll | Purpose::ApplyWalk => {
             let walk = c.purpose == Purpose::ApplyWalk;
             let clusters: Vec<String> = m.cluster.clone().into_iter().collect();
+            let phase = next_phase(m);
             let total = m
                 .steps
                 .iter()
                 .filter(|r| clusters.is_empty() || clusters.contains(&r.cluster))
+                .filter(|r| r.step.phase() == phase)
                 .count();
             let Some((req, engine)) = start_run(m, RunKind::Apply, total) else {
                 return Vec::new();
@@ -1371,8 +1374,12 @@ fn confirmed(m: &mut Model, c: Confirm, yes: bool, abort: bool) -> Vec<Effect> {
                 engine,
                 opts: RunOptions {
                     clusters,
-                    steps: Vec::new(),
-                    token_request_fallback: false,
+                    steps: StepId::ALL
+                        .into_iter()
+                        .filter(|s| s.phase() == phase)
+                        .collect(),
+                    istio: phase == Phase::Istio,
+                    ..RunOptions::default()
                 },
                 mode: if walk {
                     DeciderMode::Ask
@@ -1842,12 +1849,14 @@ fn steps_action(m: &mut Model, a: Action, page: usize) -> Vec<Effect> {
                 m.note("not connected: check the Connect screen");
                 return Vec::new();
             }
+            let phase = next_phase(m);
             let todo: Vec<&StepRow> = m
                 .steps
                 .iter()
                 .filter(|r| m.cluster.as_ref().is_none_or(|c| *c == r.cluster))
+                .filter(|r| r.step.phase() == phase)
                 .filter(|r| r.state.remaining() || matches!(r.state, RowState::Conflict(_)))
-                .filter(|r| !r.step.is_read_only())
+                .filter(|r| !r.step.is_read_only() || r.step == StepId::Verify)
                 .collect();
             if todo.is_empty() {
                 m.note("nothing to apply: every step is present");
@@ -1869,10 +1878,14 @@ fn steps_action(m: &mut Model, a: Action, page: usize) -> Vec<Effect> {
                     r.cluster, r.step, r.preview.summary
                 ));
             }
+            let what = match phase {
+                Phase::Vault => "Vault",
+                Phase::Istio => "Istio (wire istiod)",
+            };
             let title = if walk {
-                format!("Apply {} step(s), confirming each?", todo.len())
+                format!("{what}: apply {} step(s), confirming each?", todo.len())
             } else {
-                format!("Apply all {} remaining step(s)?", todo.len())
+                format!("{what}: apply all {} remaining step(s)?", todo.len())
             };
             m.dialog = Some(Dialog::Confirm(Confirm::new(
                 title,
@@ -2174,5 +2187,21 @@ pub fn link_label(s: LinkStatus) -> &'static str {
         LinkStatus::Ok => "OK",
         LinkStatus::Fail => "FAIL",
         LinkStatus::Skipped => "SKIP",
+    }
+}
+
+/// `A` and the walk work one phase at a time: the Vault phase until nothing of it
+/// remains, then the Istio phase (injector, istiod, verify).
+fn next_phase(m: &Model) -> Phase {
+    let vault_left = m
+        .steps
+        .iter()
+        .filter(|r| m.cluster.as_ref().is_none_or(|c| *c == r.cluster))
+        .filter(|r| r.step.phase() == Phase::Vault && !r.step.is_read_only())
+        .any(|r| r.state.remaining() || matches!(r.state, RowState::Conflict(_)));
+    if vault_left {
+        Phase::Vault
+    } else {
+        Phase::Istio
     }
 }

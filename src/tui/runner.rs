@@ -92,7 +92,10 @@ impl Runner {
                 let result = engine
                     .get()
                     .expect("attached")
-                    .plan(&RunOptions::default())
+                    .plan(&RunOptions {
+                        istio: true,
+                        ..RunOptions::default()
+                    })
                     .await
                     .map_err(|e| e.to_string());
                 let _ = tx.send(Msg::Planned { req, result });
@@ -167,6 +170,7 @@ impl Runner {
                         kube: c.kube.clone(),
                         vault: engine.get().expect("attached").vault.clone(),
                         kv_version: engine.get().expect("attached").config.kv_version,
+                        istio: engine.get().expect("attached").config.istio.clone(),
                     })
                     .collect();
                 let d = futures::future::join_all(targets.iter().map(diagnose)).await;
