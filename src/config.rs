@@ -189,6 +189,14 @@ pub struct IstioSection {
     pub istiod_chart: String,
     /// How long `verify` waits for the istiod rollout and its log lines.
     pub verify_timeout_secs: u64,
+    /// Gateway Deployments (in the istio namespace) that get their TLS files from Vault.
+    pub gateways: Vec<String>,
+    /// Where each gateway's `tls_crt`, `tls_key` and `ca_crt` live in the cluster's KV
+    /// mount (`{gateway}` and `{cluster}` are replaced).
+    pub gateway_secret_path: String,
+    /// The gateways' own role and policy: they must not be able to read istiod's CA key.
+    pub gateway_role: String,
+    pub gateway_policy: String,
 }
 
 impl Default for IstioSection {
@@ -204,6 +212,10 @@ impl Default for IstioSection {
             base_chart: "istio/base".into(),
             istiod_chart: "istio/istiod".into(),
             verify_timeout_secs: 300,
+            gateways: vec![],
+            gateway_secret_path: "istio-gateways/{gateway}".into(),
+            gateway_role: "istio-gateway".into(),
+            gateway_policy: "istio-gateway-tls-{cluster}".into(),
         }
     }
 }
@@ -343,6 +355,14 @@ fn resolve(
             "revision",
             format!("revision {r:?} must be lowercase letters, digits and '-'"),
         ));
+    }
+    for g in &file.istio.gateways {
+        if !valid_name(g) {
+            return Err(invalid(
+                g,
+                format!("gateway {g:?} must be a Deployment name (lowercase letters, digits, '-')"),
+            ));
+        }
     }
     if file.istio.verify_timeout_secs == 0 {
         return Err(invalid(

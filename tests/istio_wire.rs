@@ -412,3 +412,207 @@ fn without_helm_the_injector_step_says_exactly_what_to_run() {
     let (code, doc, _) = wire(&s, "cluster2", &["--rollback", "--yes"]);
     assert_eq!(code, 0, "{doc:#}");
 }
+
+#[test]
+fn gateways_get_their_own_role_and_policy_and_cannot_read_istiods_ca() {
+    let Some(sb) = sandbox_or_skip("gateways") else {
+        return;
+    };
+    let s = write_config(sb, 2, "ec-p256");
+    add_istio(
+        &s,
+        Path::new("/nonexistent/helm"),
+        "patch",
+        &format!(
+            "gateways = [\"istio-ingressgateway\"]\ngateway_policy = \"istio-gateway-tls-{{cluster}}-{}\"\n",
+            s.tag
+        ),
+    );
+    let gw_policy = format!("istio-gateway-tls-cluster2-{}", s.tag);
+    let out = s.run(&["apply", "--yes", "--cluster", "cluster2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw_step = ["--yes", "--step", "gateways"];
+
+    // No gateway Deployment yet: blocked, and says so.
+    let (code, doc, _) = wire(&s, "cluster2", &gw_step);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        doc["report"]["failed"]
+            .to_string()
+            .contains("gateway Deployment"),
+        "{doc:#}"
+    );
+
+    let rt = rt();
+    rt.block_on(async {
+        let k = sb.kube(1).await;
+        k.create_service_account(
+            &s.ns(),
+            "istio-ingressgateway",
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("sa");
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "istio-ingressgateway", "namespace": s.ns(), "labels": {"istio": "ingressgateway"}},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"istio": "ingressgateway"}},
+                "template": {"metadata": {"labels": {"istio": "ingressgateway"}},
+                    "spec": {"serviceAccountName": "istio-ingressgateway",
+                        "containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0"}]}}}});
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(dep).expect("dep"),
+        )
+        .await
+        .expect("gateway");
+    });
+
+    // No TLS material in Vault yet: blocked with the exact `vault kv put`.
+    let (code, doc, _) = wire(&s, "cluster2", &gw_step);
+    assert_eq!(code, 1, "{doc:#}");
+    let failed = doc["report"]["failed"].to_string();
+    assert!(
+        failed.contains(&format!(
+            "vault kv put {}/istio-gateways/istio-ingressgateway tls_crt=@tls.crt",
+            s.mount("cluster2")
+        )),
+        "{doc:#}"
+    );
+
+    // Put real PEMs there (a freshly generated bundle stands in for the gateway's cert).
+    let certs = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "certs",
+            "generate",
+            "--key-type",
+            "ec-p256",
+            "--cluster",
+            "gw",
+            "--out",
+        ])
+        .arg(certs.path())
+        .output()
+        .expect("certs generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(certs.path().join("gw").join(f)).expect(f);
+    let vault = sb.vault();
+    rt.block_on(async {
+        let data: std::collections::BTreeMap<String, String> = [
+            ("tls_crt", read("ca-cert.pem")),
+            ("tls_key", read("ca-key.pem")),
+            ("ca_crt", read("root-cert.pem")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vault
+            .kv_write(
+                &s.mount("cluster2"),
+                "istio-gateways/istio-ingressgateway",
+                2,
+                &data,
+                None,
+            )
+            .await
+            .expect("put tls");
+    });
+
+    let (code, doc, stderr) = wire(&s, "cluster2", &gw_step);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    assert_eq!(steps_in(&doc, "applied"), ["gateways"], "{doc:#}");
+    let (code, doc, _) = wire(&s, "cluster2", &gw_step);
+    assert_eq!((code, doc["changed"].clone()), (0, json!(false)), "{doc:#}");
+
+    // The gateway's pod template carries exactly the gateway injection.
+    let want =
+        istio_vault_wizard::istio::gateway_annotations(&istio_vault_wizard::istio::GatewayWiring {
+            gateway: "istio-ingressgateway".into(),
+            auth_path: s.auth("cluster2"),
+            role: "istio-gateway".into(),
+            secret_path: istio_vault_wizard::vault::kv_api_path(
+                &s.mount("cluster2"),
+                "istio-gateways/istio-ingressgateway",
+                2,
+            ),
+            kv_version: 2,
+        });
+    // Least privilege, proven by real logins: the gateway's ServiceAccount reads its TLS
+    // material and is refused istiod's CA; istiod's role refuses the gateway's account.
+    rt.block_on(async {
+        let k = sb.kube(1).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        let d = api.get("istio-ingressgateway").await.expect("get");
+        let (ann, _) = template_of(&d);
+        assert_eq!(ann, serde_json::to_value(&want).expect("json"));
+
+        let jwt = k
+            .request_token(&s.ns(), "istio-ingressgateway", 600)
+            .await
+            .expect("token");
+        let login = vault
+            .kubernetes_login(&s.auth("cluster2"), "istio-gateway", &jwt)
+            .await
+            .expect("gateway login");
+        let tls = vault
+            .kv_read(
+                &s.mount("cluster2"),
+                "istio-gateways/istio-ingressgateway",
+                2,
+                Some(&login.token),
+            )
+            .await
+            .expect("gateway reads its TLS material")
+            .expect("present");
+        assert!(tls.data.contains_key("tls_key"));
+        let denied = vault
+            .kv_read(
+                &s.mount("cluster2"),
+                "istiod-service/certs",
+                2,
+                Some(&login.token),
+            )
+            .await;
+        assert!(
+            denied.as_ref().is_err_and(|e| e.is_permission_denied()),
+            "the gateway must not read istiod's CA: {:?}",
+            denied.map(|o| o.is_some())
+        );
+        assert!(
+            vault
+                .kubernetes_login(&s.auth("cluster2"), "istiod", &jwt)
+                .await
+                .is_err(),
+            "istiod's role does not accept the gateway's ServiceAccount"
+        );
+    });
+
+    // Rollback of the Istio phase: annotations, role and policy gone.
+    let (code, doc, _) = wire(&s, "cluster2", &["--rollback", "--yes"]);
+    assert_eq!(code, 0, "{doc:#}");
+    rt.block_on(async {
+        let k = sb.kube(1).await;
+        let api: Api<Deployment> = Api::namespaced(k.client.clone(), &s.ns());
+        let d = api.get("istio-ingressgateway").await.expect("get");
+        let (ann, _) = template_of(&d);
+        assert!(ann.is_null(), "annotations removed: {ann:#}");
+        assert!(
+            vault
+                .read_role(&s.auth("cluster2"), "istio-gateway")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert!(vault.read_policy(&gw_policy).await.expect("read").is_none());
+    });
+}

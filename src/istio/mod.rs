@@ -15,11 +15,12 @@ pub use agent::{
 };
 
 pub use values::{
-    ANNOTATION_PREFIX, ChartStyle, DEFAULT_FILE_PERMS, DEFAULT_SECRET_DIR, FILES,
-    ISTIOD_DEFAULT_CA_DIR, IstiodWiring, StringMap, WiringFinding, check_values_yaml, check_wiring,
-    gateway_snippet, injector_values, istiod_service_account, parse_go_bool,
-    perms_readable_by_others, pod_annotations, shell_quote, template, template_data_refs,
-    values_for_cluster, values_yaml, wiring_for, wiring_from_values_yaml,
+    ANNOTATION_PREFIX, ChartStyle, DEFAULT_FILE_PERMS, DEFAULT_SECRET_DIR, FILES, GATEWAY_FILES,
+    GatewayWiring, ISTIOD_DEFAULT_CA_DIR, IstiodWiring, StringMap, WiringFinding,
+    check_values_yaml, check_wiring, gateway_annotations, gateway_snippet, injector_values,
+    istiod_service_account, parse_go_bool, perms_readable_by_others, pod_annotations, shell_quote,
+    template, template_data_refs, values_for_cluster, values_yaml, wiring_for,
+    wiring_from_values_yaml,
 };
 
 pub use logs::{

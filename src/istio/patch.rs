@@ -44,21 +44,30 @@ fn container_name(d: &Deployment) -> String {
 }
 
 pub fn plan(d: &Deployment, w: &IstiodWiring) -> PatchPlan {
+    plan_fields(d, &pod_annotations(w), Some(&w.root_ca_dir))
+}
+
+/// What applying these pod-template annotations (and `ROOT_CA_DIR`, when given) changes.
+pub fn plan_fields(
+    d: &Deployment,
+    wanted: &BTreeMap<String, String>,
+    root_ca_dir: Option<&str>,
+) -> PatchPlan {
     let (annotations, env) = crate::kube::pod_template_wiring(d);
     let mut p = PatchPlan::default();
-    for (k, v) in pod_annotations(w) {
-        match annotations.get(&k) {
+    for (k, v) in wanted {
+        match annotations.get(k) {
             None => p.add.push(format!("annotation {k}")),
-            Some(cur) if cur != &v => p.conflicts.push(format!("annotation {k} is {cur:?}")),
+            Some(cur) if cur != v => p.conflicts.push(format!("annotation {k} is {cur:?}")),
             _ => {}
         }
     }
-    match env.get("ROOT_CA_DIR") {
-        None => p.add.push(format!("env ROOT_CA_DIR={}", w.root_ca_dir)),
-        Some(cur) if cur != &w.root_ca_dir => {
-            p.conflicts.push(format!("env ROOT_CA_DIR is {cur:?}"))
+    if let Some(dir) = root_ca_dir {
+        match env.get("ROOT_CA_DIR") {
+            None => p.add.push(format!("env ROOT_CA_DIR={dir}")),
+            Some(cur) if cur != dir => p.conflicts.push(format!("env ROOT_CA_DIR is {cur:?}")),
+            _ => {}
         }
-        _ => {}
     }
     p
 }
@@ -98,10 +107,21 @@ pub async fn apply(
     w: &IstiodWiring,
     force: bool,
 ) -> Result<Deployment, KubeError> {
+    apply_fields(kube, d, &pod_annotations(w), Some(&w.root_ca_dir), force).await
+}
+
+/// Server-side applies exactly these annotations (and `ROOT_CA_DIR`, when given).
+pub async fn apply_fields(
+    kube: &KubeTarget,
+    d: &Deployment,
+    annotations: &BTreeMap<String, String>,
+    root_ca_dir: Option<&str>,
+    force: bool,
+) -> Result<Deployment, KubeError> {
     let ns = d.metadata.namespace.clone().unwrap_or_default();
     let name = d.metadata.name.clone().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(kube.client.clone(), &ns);
-    let body = apply_body(d, &pod_annotations(w), Some(&w.root_ca_dir));
+    let body = apply_body(d, annotations, root_ca_dir);
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = force;
     api.patch(&name, &params, &Patch::Apply(&body))

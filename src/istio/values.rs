@@ -145,37 +145,57 @@ pub fn wiring_for(cluster: &ClusterConfig, kv_version: u8) -> IstiodWiring {
 
 /// The injector template for one file (from `assets/istio/template.kv{1,2}.tmpl`).
 pub fn template(w: &IstiodWiring, key: &str) -> String {
-    let t = if w.kv_version == 2 {
+    template_for(w.kv_version, &w.secret_path, key)
+}
+
+fn template_for(kv_version: u8, secret_path: &str, key: &str) -> String {
+    let t = if kv_version == 2 {
         TEMPLATE_KV2
     } else {
         TEMPLATE_KV1
     };
-    t.replace("%PATH%", &w.secret_path).replace("%KEY%", key)
+    t.replace("%PATH%", secret_path).replace("%KEY%", key)
 }
 
-pub fn pod_annotations(w: &IstiodWiring) -> BTreeMap<String, String> {
+/// What one injected pod reads from Vault: the login, and one file per KV field.
+struct Injection<'a> {
+    auth_path: &'a str,
+    role: &'a str,
+    secret_path: &'a str,
+    kv_version: u8,
+    files: &'a [(&'a str, &'a str)],
+    perms: Option<&'a str>,
+    error_on_missing_key: bool,
+    /// istiod needs its CA before it starts; a gateway only needs the agent sidecar.
+    init_first: bool,
+    secret_dir: &'a str,
+}
+
+fn injection_annotations(i: &Injection) -> BTreeMap<String, String> {
     let a = |k: &str| format!("{ANNOTATION_PREFIX}{k}");
     let mut m = BTreeMap::new();
     m.insert(a("agent-inject"), "true".to_string());
-    m.insert(a("agent-init-first"), "true".to_string());
-    m.insert(a("role"), w.role.clone());
-    m.insert(a("auth-path"), format!("auth/{}", w.auth_path));
-    if w.root_ca_dir.trim_end_matches('/') != DEFAULT_SECRET_DIR {
-        m.insert(a("secret-volume-path"), w.root_ca_dir.clone());
+    if i.init_first {
+        m.insert(a("agent-init-first"), "true".to_string());
     }
-    for (file, key) in FILES {
+    m.insert(a("role"), i.role.to_string());
+    m.insert(a("auth-path"), format!("auth/{}", i.auth_path));
+    if i.secret_dir.trim_end_matches('/') != DEFAULT_SECRET_DIR {
+        m.insert(a("secret-volume-path"), i.secret_dir.to_string());
+    }
+    for (file, key) in i.files {
         m.insert(
             a(&format!("agent-inject-secret-{file}")),
-            w.secret_path.clone(),
+            i.secret_path.to_string(),
         );
         m.insert(
             a(&format!("agent-inject-template-{file}")),
-            template(w, key),
+            template_for(i.kv_version, i.secret_path, key),
         );
-        if let Some(p) = &w.file_perms {
-            m.insert(a(&format!("agent-inject-perms-{file}")), p.clone());
+        if let Some(p) = i.perms {
+            m.insert(a(&format!("agent-inject-perms-{file}")), p.to_string());
         }
-        if w.error_on_missing_key {
+        if i.error_on_missing_key {
             m.insert(
                 a(&format!("error-on-missing-key-{file}")),
                 "true".to_string(),
@@ -183,6 +203,55 @@ pub fn pod_annotations(w: &IstiodWiring) -> BTreeMap<String, String> {
         }
     }
     m
+}
+
+pub fn pod_annotations(w: &IstiodWiring) -> BTreeMap<String, String> {
+    injection_annotations(&Injection {
+        auth_path: &w.auth_path,
+        role: &w.role,
+        secret_path: &w.secret_path,
+        kv_version: w.kv_version,
+        files: &FILES,
+        perms: w.file_perms.as_deref(),
+        error_on_missing_key: w.error_on_missing_key,
+        init_first: true,
+        secret_dir: &w.root_ca_dir,
+    })
+}
+
+/// The files an Istio gateway's `Gateway` points at, and the KV field each comes from.
+pub const GATEWAY_FILES: [(&str, &str); 3] = [
+    ("tls.crt", "tls_crt"),
+    ("tls.key", "tls_key"),
+    ("ca.crt", "ca_crt"),
+];
+
+/// What an ingress or egress gateway's pod must carry to get its TLS files from Vault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayWiring {
+    pub gateway: String,
+    pub auth_path: String,
+    pub role: String,
+    /// API path of the gateway's secret (with `/data/` for KV v2).
+    pub secret_path: String,
+    pub kv_version: u8,
+}
+
+/// Injector annotations for a gateway: the agent sidecar keeps `tls.crt`, `tls.key` and
+/// `ca.crt` current in `/vault/secrets` (0600 would do: the gateway's proxy and the agent
+/// share no uid either, so 0644 as for istiod), a key typo fails loudly.
+pub fn gateway_annotations(g: &GatewayWiring) -> BTreeMap<String, String> {
+    injection_annotations(&Injection {
+        auth_path: &g.auth_path,
+        role: &g.role,
+        secret_path: &g.secret_path,
+        kv_version: g.kv_version,
+        files: &GATEWAY_FILES,
+        perms: Some(DEFAULT_FILE_PERMS),
+        error_on_missing_key: true,
+        init_first: false,
+        secret_dir: DEFAULT_SECRET_DIR,
+    })
 }
 
 fn to_yaml(v: &Value) -> String {

@@ -255,7 +255,7 @@ impl Engine {
     pub async fn plan(&self, opts: &RunOptions) -> Result<Vec<PlannedStep>, StepError> {
         let runs = self.ctxs.iter().map(|ctx| async move {
             let mut rows = Vec::new();
-            for step in steps_of(opts.istio) {
+            for step in steps_of(opts.istio, !ctx.istio.settings.gateways.is_empty()) {
                 let state = match step.check(ctx).await {
                     Ok(s) => s,
                     Err(e) => StepState::Blocked {
@@ -394,7 +394,7 @@ async fn run_cluster(
     abort: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let cluster = ctx.name().to_string();
-    for step in steps_of(opts.istio) {
+    for step in steps_of(opts.istio, !ctx.istio.settings.gateways.is_empty()) {
         if abort.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }

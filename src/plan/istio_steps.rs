@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::journal::{Action, JournalEntry};
 use super::steps::{Applied, ClusterCtx, Step};
@@ -16,13 +16,15 @@ use super::{Preview, StepError, StepId, StepState};
 use crate::config::{IstioSection, WireMode};
 use crate::istio::helm::{Helm, HelmError, Install};
 use crate::istio::{
-    CaVerdict, ChartStyle, ExpectedCert, IstiodWiring, LogStatus, LogSummary, compare_with_vault,
-    patch, pod_annotations, recognise, summarise_for, values_yaml,
+    CaVerdict, ChartStyle, DEFAULT_SECRET_DIR, ExpectedCert, GATEWAY_FILES, GatewayWiring,
+    IstiodWiring, LogStatus, LogSummary, compare_with_vault, gateway_annotations, patch,
+    pod_annotations, recognise, summarise_for, values_yaml,
 };
 use crate::kube::workloads::{
     Rollout, container_names, current_pod, find_vault_injector, follow_logs, get_deployment,
     waiting_reasons,
 };
+use crate::vault::{kv_api_path, string_list};
 
 /// What the Istio steps need beyond the Vault phase's context.
 #[derive(Debug, Clone)]
@@ -470,6 +472,367 @@ impl Step for IstiodStep {
     }
 }
 
+// ---------------------------------------------------------------- gateways
+pub struct GatewaysStep;
+
+const POLICY_GATEWAY: &str = include_str!("../../assets/vault/policy.gateway.hcl");
+
+/// One configured gateway: its Deployment name and where its TLS material lives.
+struct GatewayTarget {
+    name: String,
+    /// Path inside the KV mount (what `vault kv put` takes).
+    rel_path: String,
+    wiring: GatewayWiring,
+}
+
+impl ClusterCtx {
+    fn gateway_targets(&self) -> Vec<GatewayTarget> {
+        let s = &self.istio.settings;
+        s.gateways
+            .iter()
+            .map(|g| {
+                let rel_path = s
+                    .gateway_secret_path
+                    .replace("{gateway}", g)
+                    .replace("{cluster}", self.name());
+                GatewayTarget {
+                    name: g.clone(),
+                    wiring: GatewayWiring {
+                        gateway: g.clone(),
+                        auth_path: self.names().auth_path.clone(),
+                        role: s.gateway_role.clone(),
+                        secret_path: kv_api_path(
+                            &self.names().kv_mount,
+                            &rel_path,
+                            self.kv_version,
+                        ),
+                        kv_version: self.kv_version,
+                    },
+                    rel_path,
+                }
+            })
+            .collect()
+    }
+    fn gateway_policy_name(&self) -> String {
+        self.istio
+            .settings
+            .gateway_policy
+            .replace("{cluster}", self.name())
+    }
+    fn gateway_policy_text(&self) -> String {
+        let (header, block) = POLICY_GATEWAY
+            .split_once("### one block per gateway\n")
+            .unwrap_or((POLICY_GATEWAY, ""));
+        let mut text = header.replace("{cluster}", self.name());
+        for t in self.gateway_targets() {
+            text.push_str(&block.replace("{path}", &t.wiring.secret_path));
+        }
+        text
+    }
+}
+
+/// The live state of the gateways' Vault policy, role and Deployments.
+struct GatewaysState {
+    deployments: Vec<Deployment>,
+    service_accounts: Vec<String>,
+    policy: Option<String>,
+    role: Option<Value>,
+    role_body: Value,
+    patches: Vec<(String, patch::PatchPlan)>,
+}
+
+async fn gateways_state(ctx: &ClusterCtx) -> Result<Result<GatewaysState, String>, StepError> {
+    let ns = &ctx.names().namespace;
+    let n = ctx.names();
+    let mut deployments = Vec::new();
+    let mut service_accounts = Vec::new();
+    let mut patches = Vec::new();
+    for t in ctx.gateway_targets() {
+        let Some(d) = get_deployment(&ctx.kube, ns, &t.name).await? else {
+            return Ok(Err(format!(
+                "gateway Deployment {ns}/{} not found: install the gateway first, or remove it from [istio] gateways",
+                t.name
+            )));
+        };
+        let keys: Vec<&str> = GATEWAY_FILES.iter().map(|(_, k)| *k).collect();
+        let secret = ctx
+            .vault
+            .kv_read(&n.kv_mount, &t.rel_path, ctx.kv_version, None)
+            .await?;
+        let missing: Vec<&str> = keys
+            .iter()
+            .filter(|k| secret.as_ref().is_none_or(|s| !s.data.contains_key(**k)))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Err(format!(
+                "no {} at {} for gateway {}: put its TLS material there first:\n  vault kv put {}/{} tls_crt=@tls.crt tls_key=@tls.key ca_crt=@ca.crt",
+                missing.join(", "),
+                t.wiring.secret_path,
+                t.name,
+                n.kv_mount,
+                t.rel_path
+            )));
+        }
+        let sa = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        if !service_accounts.contains(&sa) {
+            service_accounts.push(sa);
+        }
+        patches.push((
+            t.name.clone(),
+            patch::plan_fields(&d, &gateway_annotations(&t.wiring), None),
+        ));
+        deployments.push(d);
+    }
+    let policy = ctx.vault.read_policy(&ctx.gateway_policy_name()).await?;
+    let role_name = &ctx.istio.settings.gateway_role;
+    let role = ctx.vault.read_role(&n.auth_path, role_name).await?;
+    let role_body = json!({
+        "bound_service_account_names": service_accounts,
+        "bound_service_account_namespaces": [ns],
+        "token_policies": [ctx.gateway_policy_name()],
+        "token_ttl": n.token_ttl,
+    });
+    Ok(Ok(GatewaysState {
+        deployments,
+        service_accounts,
+        policy,
+        role,
+        role_body,
+        patches,
+    }))
+}
+
+fn role_matches(role: &Value, body: &Value) -> bool {
+    let same = |k: &str| {
+        let mut a = string_list(&role[k]);
+        let mut b = string_list(&body[k]);
+        a.sort();
+        b.sort();
+        a == b
+    };
+    same("bound_service_account_names")
+        && same("bound_service_account_namespaces")
+        && same("token_policies")
+}
+
+#[async_trait]
+impl Step for GatewaysStep {
+    fn id(&self) -> StepId {
+        StepId::Gateways
+    }
+    fn title(&self, ctx: &ClusterCtx) -> String {
+        format!(
+            "Gateways {} get their TLS files from Vault",
+            ctx.istio.settings.gateways.join(", ")
+        )
+    }
+    fn resource(&self, ctx: &ClusterCtx) -> String {
+        format!(
+            "gateways {} (role {}, policy {})",
+            ctx.istio.settings.gateways.join(","),
+            ctx.istio.settings.gateway_role,
+            ctx.gateway_policy_name()
+        )
+    }
+    fn can_overwrite(&self, _: &ClusterCtx) -> bool {
+        true
+    }
+    async fn check(&self, ctx: &ClusterCtx) -> Result<StepState, StepError> {
+        let st = match gateways_state(ctx).await? {
+            Ok(st) => st,
+            Err(reason) => return Ok(StepState::Blocked { reason }),
+        };
+        let mut conflicts = Vec::new();
+        let mut absent = false;
+        match &st.policy {
+            None => absent = true,
+            Some(p) if p.trim() != ctx.gateway_policy_text().trim() => conflicts.push(format!(
+                "policy {} has other rules",
+                ctx.gateway_policy_name()
+            )),
+            _ => {}
+        }
+        match &st.role {
+            None => absent = true,
+            Some(r) if !role_matches(r, &st.role_body) => conflicts.push(format!(
+                "role {} is bound to {:?}, wanted {:?}",
+                ctx.istio.settings.gateway_role,
+                string_list(&r["bound_service_account_names"]),
+                st.service_accounts
+            )),
+            _ => {}
+        }
+        for (name, plan) in &st.patches {
+            absent |= !plan.add.is_empty();
+            conflicts.extend(plan.conflicts.iter().map(|c| format!("{name}: {c}")));
+        }
+        Ok(if !conflicts.is_empty() {
+            StepState::Conflict {
+                what: conflicts.join("; "),
+            }
+        } else if absent {
+            StepState::Absent
+        } else {
+            StepState::Matches
+        })
+    }
+    fn preview(&self, ctx: &ClusterCtx, state: &StepState) -> Preview {
+        let s = &ctx.istio.settings;
+        let n = ctx.names();
+        let mut commands = vec![
+            format!(
+                "vault policy write {} - <<'EOF'\n{}EOF",
+                ctx.gateway_policy_name(),
+                ctx.gateway_policy_text()
+            ),
+            format!(
+                "vault write auth/{}/role/{} bound_service_account_names=<the gateways' ServiceAccounts> bound_service_account_namespaces={} policies={} ttl={}",
+                n.auth_path,
+                s.gateway_role,
+                n.namespace,
+                ctx.gateway_policy_name(),
+                n.token_ttl
+            ),
+        ];
+        for t in ctx.gateway_targets() {
+            commands.push(format!(
+                "{} -n {} apply --server-side --field-manager={} -f <annotations of {}>",
+                ctx.kubectl(),
+                n.namespace,
+                patch::FIELD_MANAGER,
+                t.name
+            ));
+            commands.push(format!(
+                "# a Gateway for {} serving the injected files:\n{}",
+                t.name,
+                crate::istio::gateway_snippet(
+                    &t.name,
+                    &n.namespace,
+                    &["*"],
+                    DEFAULT_SECRET_DIR,
+                    true
+                )
+            ));
+        }
+        Preview {
+            summary: match state {
+                StepState::Matches => "the gateways get their TLS files from Vault".into(),
+                StepState::Blocked { reason } => reason.clone(),
+                StepState::Conflict { what } => what.clone(),
+                StepState::Absent => format!(
+                    "policy {} and role {} for the gateways' ServiceAccounts, and injector annotations on {}",
+                    ctx.gateway_policy_name(),
+                    s.gateway_role,
+                    s.gateways.join(", ")
+                ),
+            },
+            changes: match state {
+                StepState::Absent | StepState::Conflict { .. } => {
+                    let mut c = vec![
+                        format!("+ policy {}", ctx.gateway_policy_name()),
+                        format!("+ auth/{}/role/{}", n.auth_path, s.gateway_role),
+                    ];
+                    c.extend(s.gateways.iter().map(|g| {
+                        format!(
+                            "+ {g}: vault.hashicorp.com annotations for tls.crt, tls.key, ca.crt"
+                        )
+                    }));
+                    c
+                }
+                _ => vec![],
+            },
+            diff: match state {
+                StepState::Conflict { what } => Some(what.replace("; ", "\n")),
+                _ => None,
+            },
+            commands,
+        }
+    }
+    async fn apply(
+        &self,
+        ctx: &ClusterCtx,
+        state: &StepState,
+        progress: &(dyn Fn(String) + Sync),
+    ) -> Result<Applied, StepError> {
+        let st = gateways_state(ctx).await?.map_err(StepError::Blocked)?;
+        let n = ctx.names();
+        let policy = ctx.gateway_policy_name();
+        let text = ctx.gateway_policy_text();
+        let policy_written = st.policy.as_deref().map(str::trim) != Some(text.trim());
+        if policy_written {
+            progress(format!("vault policy write {policy}"));
+            ctx.vault.write_policy(&policy, &text).await?;
+        }
+        let role = &ctx.istio.settings.gateway_role;
+        let role_written = st
+            .role
+            .as_ref()
+            .is_none_or(|r| !role_matches(r, &st.role_body));
+        if role_written {
+            progress(format!("vault write auth/{}/role/{role}", n.auth_path));
+            ctx.vault
+                .write_role(&n.auth_path, role, &st.role_body)
+                .await?;
+        }
+        let force = matches!(state, StepState::Conflict { .. });
+        let targets = ctx.gateway_targets();
+        for (d, t) in st.deployments.iter().zip(&targets) {
+            progress(format!(
+                "server-side apply to deployment {}/{}",
+                n.namespace, t.name
+            ));
+            patch::apply_fields(&ctx.kube, d, &gateway_annotations(&t.wiring), None, force).await?;
+        }
+        Ok(Applied {
+            fingerprint: None,
+            previous: json!({
+                "policy": policy,
+                "policy_written": policy_written,
+                "policy_previous": st.policy,
+                "role": role,
+                "role_written": role_written,
+                "role_previous": st.role,
+                "namespace": n.namespace,
+                "gateways": ctx.istio.settings.gateways,
+            }),
+            modified: st.policy.is_some() || st.role.is_some(),
+        })
+    }
+    async fn rollback(&self, ctx: &ClusterCtx, entry: &JournalEntry) -> Result<(), StepError> {
+        let p = &entry.previous;
+        let n = ctx.names();
+        let ns = p["namespace"].as_str().unwrap_or(&n.namespace);
+        for g in string_list(&p["gateways"]) {
+            if let Some(d) = get_deployment(&ctx.kube, ns, &g).await? {
+                patch::rollback(&ctx.kube, &d).await?;
+            }
+        }
+        if p["role_written"].as_bool() == Some(true)
+            && let Some(role) = p["role"].as_str()
+        {
+            match &p["role_previous"] {
+                Value::Null => ctx.vault.delete_role(&n.auth_path, role).await?,
+                prev => ctx.vault.write_role(&n.auth_path, role, prev).await?,
+            }
+        }
+        if p["policy_written"].as_bool() == Some(true)
+            && let Some(policy) = p["policy"].as_str()
+        {
+            match p["policy_previous"].as_str() {
+                None => ctx.vault.delete_policy(policy).await?,
+                Some(prev) => ctx.vault.write_policy(policy, prev).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- verify
 pub struct VerifyStep;
 
@@ -782,6 +1145,7 @@ pub fn istio_steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(InjectorStep),
         Box::new(IstiodStep),
+        Box::new(GatewaysStep),
         Box::new(VerifyStep),
     ]
 }

@@ -35,6 +35,7 @@ pub enum StepId {
     // The Istio phase (`wire`): after Vault is ready.
     Injector,
     Istiod,
+    Gateways,
     Verify,
 }
 
@@ -47,9 +48,14 @@ pub enum Phase {
 }
 
 impl StepId {
-    pub const ISTIO: [StepId; 3] = [StepId::Injector, StepId::Istiod, StepId::Verify];
+    pub const ISTIO: [StepId; 4] = [
+        StepId::Injector,
+        StepId::Istiod,
+        StepId::Gateways,
+        StepId::Verify,
+    ];
 
-    pub const ALL: [StepId; 15] = [
+    pub const ALL: [StepId; 16] = [
         StepId::Namespace,
         StepId::ServiceAccount,
         StepId::TokenSecret,
@@ -64,6 +70,7 @@ impl StepId {
         StepId::Role,
         StepId::Injector,
         StepId::Istiod,
+        StepId::Gateways,
         StepId::Verify,
     ];
 
@@ -91,6 +98,7 @@ impl StepId {
             StepId::Role => "role",
             StepId::Injector => "injector",
             StepId::Istiod => "istiod",
+            StepId::Gateways => "gateways",
             StepId::Verify => "verify",
         }
     }

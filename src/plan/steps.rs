@@ -136,17 +136,22 @@ pub fn all_steps() -> Vec<Box<dyn Step>> {
     ]
 }
 
-/// The steps of the chosen phases, in order.
-pub fn steps_of(istio: bool) -> Vec<Box<dyn Step>> {
+/// The steps of the chosen phases, in order (the gateways step only when gateways are
+/// configured).
+pub fn steps_of(istio: bool, gateways: bool) -> Vec<Box<dyn Step>> {
     let mut s = all_steps();
     if istio {
-        s.extend(super::istio_steps::istio_steps());
+        s.extend(
+            super::istio_steps::istio_steps()
+                .into_iter()
+                .filter(|st| gateways || st.id() != StepId::Gateways),
+        );
     }
     s
 }
 
 pub fn step_for(id: StepId) -> Box<dyn Step> {
-    steps_of(true)
+    steps_of(true, true)
         .into_iter()
         .find(|s| s.id() == id)
         .unwrap_or_else(|| Box::new(NamespaceStep))
