@@ -438,7 +438,7 @@ fn istiod_deployment_with_a_wrong_auth_path_is_pinned_to_wiring() {
     };
     let webhook = format!("vault-agent-injector-cfg-{}", s.tag);
     rt().block_on(async {
-        use kube::api::{Api, Patch, PatchParams, PostParams};
+        use kube::api::{Api, PostParams};
         let k = sb.kube(0).await;
         let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(k.client.clone(), &s.ns());
         api.create(&PostParams::default(), &serde_json::from_value(dep(&annotations)).expect("dep")).await.expect("create");
@@ -446,6 +446,13 @@ fn istiod_deployment_with_a_wrong_auth_path_is_pinned_to_wiring() {
         let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": webhook}, "webhooks": []});
         hooks.create(&PostParams::default(), &serde_json::from_value(hook).expect("hook")).await.expect("webhook");
+    });
+    // A webhook with nothing behind it is a broken injector, whatever the annotations say.
+    assert_broken(&s, "wiring", "upgrade --install vault-inject");
+    rt().block_on(async {
+        use kube::api::{Api, PostParams};
+        let k = sb.kube(0).await;
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(k.client.clone(), &s.ns());
         // The injector's Deployment, as the vault chart labels it (no pods run here).
         let injector = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "vault-agent-injector", "namespace": s.ns(),
@@ -454,8 +461,6 @@ fn istiod_deployment_with_a_wrong_auth_path_is_pinned_to_wiring() {
                 "template": {"metadata": {"labels": {"app.kubernetes.io/name": "vault-agent-injector"}},
                     "spec": {"containers": [{"name": "sidecar-injector", "image": "hashicorp/vault-k8s:1.4.2"}]}}}});
         api.create(&PostParams::default(), &serde_json::from_value(injector).expect("injector")).await.expect("injector");
-        let _ = Patch::<()>::Merge(());
-        let _ = PatchParams::default();
     });
     assert_broken(&s, "wiring", &format!("auth/{}", s.auth("cluster1")));
     rt().block_on(async {

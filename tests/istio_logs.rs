@@ -539,3 +539,45 @@ fn real_bao_agent_missing_key_log() {
         LogEvent::AgentRuntimeError { reason } if reason.starts_with("Error encountered during run")
     )));
 }
+
+// --- the verify step's judgement (what `wire --step verify` reports) ----------------------
+
+fn lines_of(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|n| fixture(n).lines().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn verify_says_vault_ca_only_when_the_article_chain_matches_vault() {
+    use istio_vault_wizard::plan::istio_steps::judge;
+    let lines = lines_of(&["article-vault-agent-init.log", "article-discovery.log"]);
+    let verdict = judge(&lines, "/vault/secrets", &article_expected()).expect("matches");
+    assert!(
+        verdict
+            .to_string()
+            .starts_with("istiod is using the Vault CA"),
+        "{verdict}"
+    );
+
+    // Vault holds another intermediate (regenerated, or the other cluster's): not the Vault CA.
+    let mut other = article_expected();
+    other[0].serial_hex = "01:02:03:04".into();
+    let why = judge(&lines, "/vault/secrets", &other).expect_err("serial differs");
+    assert!(why.contains("serial 1020304") && why.contains("NOT"), "{why}");
+
+    // A failure in the agent's log is named by its line, before any comparison.
+    let denied = lines_of(&["agent-read-permission-denied.log"]);
+    let why = judge(&denied, "/vault/secrets", &article_expected()).expect_err("denied");
+    assert!(why.starts_with("log line "), "{why}");
+    assert!(why.contains("does not allow read"), "{why}");
+
+    // istiod fell back to its own CA.
+    let fallback = lines_of(&["istiod-self-signed-fallback.log"]);
+    assert!(judge(&fallback, "/vault/secrets", &article_expected()).is_err());
+
+    // Nothing logged yet: not a success.
+    let why = judge(&[], "/vault/secrets", &article_expected()).expect_err("empty");
+    assert!(why.contains("inconclusive"), "{why}");
+}
