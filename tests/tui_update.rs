@@ -1,7 +1,7 @@
 //! `update` driven by sequences of `Msg`: no terminal, no network.
 
 use istio_vault_wizard::plan::engine::{Event, Outcome, PlannedStep, RunReport};
-use istio_vault_wizard::plan::{Decision, Preview, StepId, StepState};
+use istio_vault_wizard::plan::{Decision, Phase, Preview, StepId, StepState};
 use istio_vault_wizard::tui::fixtures;
 use istio_vault_wizard::tui::keymap::Keymap;
 use istio_vault_wizard::tui::model::{
@@ -61,7 +61,9 @@ fn start_run(m: &mut Model) -> u64 {
             },
         ] => {
             assert_eq!(*mode, DeciderMode::Approved { overwrite: false });
-            assert!(opts.steps.is_empty());
+            // The Vault phase first (the fixture has Vault steps left), not the Istio one.
+            assert!(!opts.istio && !opts.steps.is_empty());
+            assert!(opts.steps.iter().all(|s| s.phase() == Phase::Vault));
             *req
         }
         other => panic!("expected one Apply effect, got {other:?}"),
@@ -118,7 +120,8 @@ fn navigation_filter_and_cluster_command() {
     k(&mut m, 'j');
     assert_eq!(m.steps_sel, 2);
     k(&mut m, 'G');
-    assert_eq!(m.steps_sel, 23);
+    // 2 clusters x (12 Vault + injector, istiod, verify) rows.
+    assert_eq!(m.steps_sel, 29);
     k(&mut m, 'g');
     assert_eq!(m.steps_sel, 0);
     k(&mut m, '/');
@@ -126,7 +129,7 @@ fn navigation_filter_and_cluster_command() {
     code(&mut m, KeyCode::Enter);
     assert_eq!(m.visible_steps().len(), 4);
     code(&mut m, KeyCode::Esc);
-    assert_eq!(m.visible_steps().len(), 24);
+    assert_eq!(m.visible_steps().len(), 30);
     k(&mut m, ':');
     typed(&mut m, "cluster cluster2");
     code(&mut m, KeyCode::Enter);
@@ -488,4 +491,65 @@ fn mouse_scroll_and_click() {
         Msg::Mouse(ev(MouseEventKind::Down(MouseButton::Left), 45, 0)),
     );
     assert_eq!(m.screen, Screen::Logs);
+}
+
+#[test]
+fn a_failed_verification_hands_over_to_the_doctor() {
+    let mut m = fixtures::full_model();
+    let req = start_run(&mut m);
+    let fx = update(
+        &mut m,
+        Msg::Engine {
+            req,
+            event: Event::Failed {
+                cluster: "cluster1".into(),
+                step: StepId::Verify,
+                error: "istiod is NOT using the Vault CA".into(),
+                hint: None,
+                conflict: false,
+            },
+        },
+    );
+    assert!(
+        matches!(fx.as_slice(), [Effect::Doctor { .. }]),
+        "the doctor runs: {fx:?}"
+    );
+    assert!(m.message.as_deref().unwrap_or_default().contains("doctor"));
+    // Any other failed step does not start the doctor by itself.
+    let fx = update(
+        &mut m,
+        Msg::Engine {
+            req,
+            event: Event::Failed {
+                cluster: "cluster1".into(),
+                step: StepId::Istiod,
+                error: "boom".into(),
+                hint: None,
+                conflict: false,
+            },
+        },
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+}
+
+#[test]
+fn apply_all_moves_to_the_istio_phase_once_the_vault_phase_is_done() {
+    let mut m = fixtures::full_model();
+    for r in m.steps.iter_mut().filter(|r| r.step.phase() == Phase::Vault) {
+        r.state = RowState::Done;
+    }
+    k(&mut m, 'A');
+    match &m.dialog {
+        Some(Dialog::Confirm(c)) => assert!(c.title.starts_with("Istio"), "{}", c.title),
+        other => panic!("{other:?}"),
+    }
+    let fx = k(&mut m, 'y');
+    match fx.as_slice() {
+        [Effect::Apply { opts, .. }] => {
+            assert!(opts.istio);
+            assert!(opts.steps.iter().all(|s| s.phase() == Phase::Istio));
+            assert!(opts.steps.contains(&StepId::Verify));
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -992,8 +992,20 @@ fn answer(m: &mut Model, msg: Msg) -> Vec<Effect> {
             if m.run.as_ref().is_none_or(|r| r.req != req) {
                 return Vec::new();
             }
+            // A failed verification hands over to the doctor: run its chain now, so the
+            // Doctor screen already names the broken link when the operator opens it.
+            let verify_failed = matches!(
+                &event,
+                Event::Failed { step: StepId::Verify, conflict: false, .. }
+            );
             engine_event(m, event);
-            Vec::new()
+            match (verify_failed, m.engine.clone()) {
+                (true, Some(e)) => {
+                    m.note("istiod verification failed: the doctor is checking the chain (5)");
+                    run_doctor(m, e)
+                }
+                _ => Vec::new(),
+            }
         }
         Msg::RunFinished { req, result } => {
             let Some(run) = m.run.take().filter(|r| r.req == req) else {
