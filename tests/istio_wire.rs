@@ -20,6 +20,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+/// The injector is cluster-wide: tests that install one on cluster2, or expect none there,
+/// take turns.
+static CLUSTER2_INJECTOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn chart(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/charts")
@@ -396,6 +400,7 @@ fn without_helm_the_injector_step_says_exactly_what_to_run() {
     let Some(sb) = sandbox_or_skip("no helm") else {
         return;
     };
+    let _turn = CLUSTER2_INJECTOR.lock().unwrap_or_else(|e| e.into_inner());
     let s = write_config(sb, 1, "ec-p256");
     let inj_ns = add_istio(&s, Path::new("/nonexistent/helm"), "auto", "");
     let (code, doc, _) = wire(&s, "cluster2", &["--yes", "--step", "injector"]);
@@ -615,4 +620,79 @@ fn gateways_get_their_own_role_and_policy_and_cannot_read_istiods_ca() {
         );
         assert!(vault.read_policy(&gw_policy).await.expect("read").is_none());
     });
+}
+
+#[test]
+fn the_exported_wire_script_reaches_the_state_wire_checks_for() {
+    let Some(sb) = sandbox_or_skip("export wire.sh") else {
+        return;
+    };
+    let _turn = CLUSTER2_INJECTOR.lock().unwrap_or_else(|e| e.into_inner());
+    let s = write_config(sb, 2, "ec-p256");
+    // This test works on cluster2 only: drop cluster1 from the config.
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    let start = text
+        .find("[[cluster]]\nname = \"cluster1\"")
+        .expect("cluster1 block");
+    let end = text
+        .find("[[cluster]]\nname = \"cluster2\"")
+        .expect("cluster2 block");
+    std::fs::write(&s.config, format!("{}{}", &text[..start], &text[end..])).expect("write");
+    let inj_ns = add_istio(&s, &helm_bin(), "helm", "");
+    let out = s.run(&["apply", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = s.run(&["export", "--out", dir.path().to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = dir.path().join("wire.sh");
+    let run = Command::new("bash").arg(&script).output().expect("bash");
+    assert!(
+        run.status.success(),
+        "wire.sh: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // `wire --plan` finds what the script made: injector and istiod present.
+    let (code, plan, _) = wire(&s, "cluster2", &["--plan"]);
+    assert_eq!(code, 0, "{plan:#}");
+    let state = |step: &str| {
+        plan["steps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["step"] == step))
+            .map(|r| r["state"]["state"].clone())
+    };
+    assert_eq!(state("injector"), Some(json!("matches")), "{plan:#}");
+    assert_eq!(state("istiod"), Some(json!("matches")), "{plan:#}");
+
+    // The wizard did not create them, so its rollback leaves them alone.
+    let (code, _, _) = wire(&s, "cluster2", &["--rollback", "--yes"]);
+    assert_eq!(code, 0);
+    let list = helm_json(sb, 1, &["list", "--namespace", &inj_ns]);
+    assert_eq!(list[0]["name"], "vault-inject", "{list:#}");
+    for (release, ns) in [
+        ("vault-inject", inj_ns.as_str()),
+        ("istio-istiod", s.ns().as_str()),
+        ("istio-base", s.ns().as_str()),
+    ] {
+        let out = Command::new(helm_bin())
+            .args(["uninstall", release, "--namespace", ns, "--kubeconfig"])
+            .arg(&sb.kubeconfigs[1])
+            .output()
+            .expect("helm uninstall");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

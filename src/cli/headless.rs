@@ -504,6 +504,7 @@ pub fn export(config: Option<PathBuf>, args: ExportArgs, output: Output) -> Resu
         Output::Json => println!("{}", serde_json::json!({ "ok": true, "files": files })),
         Output::Text => {
             println!("wrote {}", files.runbook.display());
+            println!("wrote {}", files.wire.display());
             for p in files.policies.iter().chain(&files.values) {
                 println!("wrote {}", p.display());
             }

@@ -83,6 +83,44 @@ pub fn injector_install<'a>(s: &'a IstioSection, vault_address: &str) -> Install
     }
 }
 
+pub const BASE_RELEASE: &str = "istio-base";
+pub const ISTIOD_RELEASE: &str = "istio-istiod";
+
+/// `istio-base` (CRDs and cluster-wide objects) into the istio namespace.
+pub fn istio_base_install<'a>(s: &'a IstioSection, namespace: &'a str) -> Install<'a> {
+    Install {
+        release: BASE_RELEASE,
+        chart: &s.base_chart,
+        namespace,
+        create_namespace: true,
+        ..Install::default()
+    }
+}
+
+/// `istio-istiod` with the generated values (and the revision, when configured).
+pub fn istiod_install<'a>(
+    s: &'a IstioSection,
+    namespace: &'a str,
+    values_file: PathBuf,
+    reuse_values: bool,
+) -> Install<'a> {
+    let set = s
+        .revision
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| vec![("revision".to_string(), r.to_string())])
+        .unwrap_or_default();
+    Install {
+        release: ISTIOD_RELEASE,
+        chart: &s.istiod_chart,
+        namespace,
+        values_files: vec![values_file],
+        set,
+        reuse_values,
+        ..Install::default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Helm {
     pub bin: String,

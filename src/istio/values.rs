@@ -290,9 +290,12 @@ pub fn values_yaml(w: &IstiodWiring, style: ChartStyle) -> String {
     format!("{header}{}", to_yaml(&Value::Mapping(root)))
 }
 
-/// The values file `export` writes (current chart layout).
+/// The values file `export` and the istiod step write (layout of `[istio] version`).
 pub fn values_for_cluster(config: &Config, cluster: &ClusterConfig) -> String {
-    values_yaml(&wiring_for(cluster, config.kv_version), ChartStyle::Flat)
+    values_yaml(
+        &wiring_for(cluster, config.kv_version),
+        ChartStyle::for_version(&config.istio.version),
+    )
 }
 
 /// Values for the `hashicorp/vault` chart in injector-only mode. `global.externalVaultAddr`

@@ -207,8 +207,7 @@ impl Step for InjectorStep {
 // ---------------------------------------------------------------- istiod
 pub struct IstiodStep;
 
-const ISTIOD_RELEASE: &str = "istio-istiod";
-const BASE_RELEASE: &str = "istio-base";
+use crate::istio::helm::{BASE_RELEASE, ISTIOD_RELEASE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -227,34 +226,15 @@ async fn route(ctx: &ClusterCtx) -> Result<(Route, Option<Deployment>), StepErro
 
 impl IstiodStep {
     fn base_install(ctx: &ClusterCtx) -> Install<'_> {
-        Install {
-            release: BASE_RELEASE,
-            chart: &ctx.istio.settings.base_chart,
-            namespace: &ctx.names().namespace,
-            create_namespace: true,
-            ..Install::default()
-        }
+        crate::istio::helm::istio_base_install(&ctx.istio.settings, &ctx.names().namespace)
     }
     fn istiod_install(ctx: &ClusterCtx, reuse_values: bool) -> Install<'_> {
-        let mut set = Vec::new();
-        if let Some(r) = ctx
-            .istio
-            .settings
-            .revision
-            .as_deref()
-            .filter(|r| !r.is_empty())
-        {
-            set.push(("revision".to_string(), r.to_string()));
-        }
-        Install {
-            release: ISTIOD_RELEASE,
-            chart: &ctx.istio.settings.istiod_chart,
-            namespace: &ctx.names().namespace,
-            values_files: vec![ctx.values_file()],
-            set,
+        crate::istio::helm::istiod_install(
+            &ctx.istio.settings,
+            &ctx.names().namespace,
+            ctx.values_file(),
             reuse_values,
-            ..Install::default()
-        }
+        )
     }
     fn helm_commands(ctx: &ClusterCtx) -> Vec<String> {
         let h = ctx.helm();
