@@ -135,7 +135,8 @@ fn helm_mode_installs_injector_and_istiod_verifies_and_rolls_back() {
         return;
     };
     let s = write_config(sb, 2, "ec-p256");
-    let inj_ns = add_istio(&s, &helm_bin(), "helm", "version = \"1.22.3\"\n");
+    // The config says 1.24 (flat values); the chart says 1.22.3: the chart decides.
+    let inj_ns = add_istio(&s, &helm_bin(), "helm", "version = \"1.24\"\n");
     let out = s.run(&["apply", "--yes", "--cluster", "cluster1"]);
     assert!(
         out.status.success(),
@@ -160,6 +161,12 @@ fn helm_mode_installs_injector_and_istiod_verifies_and_rolls_back() {
     );
     assert_eq!(code, 0, "{doc:#}\n{stderr}");
     assert_eq!(steps_in(&doc, "applied"), ["injector", "istiod"], "{doc:#}");
+    assert!(
+        progress(&doc)
+            .iter()
+            .any(|m| m.contains("(Istio 1.22.3): Legacy values layout")),
+        "{doc:#}"
+    );
 
     // The injector release, read back from helm: release, namespace, values.
     let list = helm_json(sb, 0, &["list", "--namespace", &inj_ns]);
@@ -638,7 +645,7 @@ fn the_exported_wire_script_reaches_the_state_wire_checks_for() {
         .find("[[cluster]]\nname = \"cluster2\"")
         .expect("cluster2 block");
     std::fs::write(&s.config, format!("{}{}", &text[..start], &text[end..])).expect("write");
-    let inj_ns = add_istio(&s, &helm_bin(), "helm", "");
+    let inj_ns = add_istio(&s, &helm_bin(), "helm", "version = \"1.22.3\"\n");
     let out = s.run(&["apply", "--yes"]);
     assert!(
         out.status.success(),

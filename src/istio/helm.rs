@@ -53,6 +53,22 @@ fn revision_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Err
     }
 }
 
+/// The parts of `Chart.yaml` the wizard reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChartMeta {
+    pub name: String,
+    pub version: String,
+    #[serde(default, rename = "appVersion")]
+    pub app_version: Option<String>,
+}
+
+impl ChartMeta {
+    /// The application version, else the chart version (Istio versions them alike).
+    pub fn istio_version(&self) -> &str {
+        self.app_version.as_deref().unwrap_or(&self.version)
+    }
+}
+
 /// What `upgrade --install` is asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct Install<'a> {
@@ -230,13 +246,17 @@ impl Helm {
         }
     }
 
-    /// `helm show chart`: the chart (repo alias path or local directory) can be loaded.
-    pub async fn chart_reachable(&self, chart: &str) -> Result<(), HelmError> {
+    /// `helm show chart`: the chart (repo alias path or local directory) can be loaded;
+    /// its metadata says which Istio version will render the values.
+    pub async fn chart_reachable(&self, chart: &str) -> Result<ChartMeta, HelmError> {
         match self
             .run(&["show".into(), "chart".into(), chart.into()])
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(text) => serde_yaml::from_str(&text).map_err(|e| HelmError::Output {
+                command: format!("helm show chart {chart}"),
+                reason: e.to_string(),
+            }),
             Err(HelmError::Failed { stderr, .. }) => Err(HelmError::ChartUnreachable {
                 chart: chart.into(),
                 reason: stderr,

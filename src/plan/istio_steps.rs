@@ -378,21 +378,40 @@ impl Step for IstiodStep {
         }
         let helm = ctx.helm();
         let commands = Self::helm_commands(ctx);
-        // The values file is written first: it is also what the operator runs by hand.
+        let s = &ctx.istio.settings;
+        // The values file is written first: it is also what the operator runs by hand. Its
+        // layout follows the chart that will render it (`helm show chart`), else [istio]
+        // version.
+        let istiod_chart = match helm.version().await {
+            Ok(_) => {
+                helm.chart_reachable(&s.base_chart).await.ok();
+                helm.chart_reachable(&s.istiod_chart).await.ok()
+            }
+            Err(_) => None,
+        };
+        let style = match &istiod_chart {
+            Some(meta) => {
+                progress(format!(
+                    "chart {} {} (Istio {}): {:?} values layout",
+                    meta.name,
+                    meta.version,
+                    meta.istio_version(),
+                    ChartStyle::for_version(meta.istio_version())
+                ));
+                ChartStyle::for_version(meta.istio_version())
+            }
+            None => ctx.chart_style(),
+        };
         let file = ctx.values_file();
         if let Some(dir) = file.parent() {
             crate::fsutil::create_private_dir(dir)
                 .map_err(|e| StepError::Blocked(format!("{}: {e}", dir.display())))?;
         }
-        crate::fsutil::write_atomic(
-            &file,
-            values_yaml(&ctx.wiring(), ctx.chart_style()).as_bytes(),
-        )
-        .map_err(|e| StepError::Blocked(format!("{}: {e}", file.display())))?;
+        crate::fsutil::write_atomic(&file, values_yaml(&ctx.wiring(), style).as_bytes())
+            .map_err(|e| StepError::Blocked(format!("{}: {e}", file.display())))?;
         helm.version()
             .await
             .map_err(|e| operator_must_run(&e, &commands))?;
-        let s = &ctx.istio.settings;
         for chart in [&s.base_chart, &s.istiod_chart] {
             helm.chart_reachable(chart)
                 .await
