@@ -6,8 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{rt, sandbox_or_skip, write_config};
-use istio_vault_wizard::istio::{agent_config_from_annotations, pod_annotations, wiring_for};
+use common::{sandbox_or_skip, write_config};
+use istio_vault_wizard::istio::{pod_annotations, wiring_for};
 
 fn run_agent(kv: u8, break_key: bool) -> (bool, String, std::path::PathBuf, common::Setup) {
     let sb = sandbox_or_skip("bao agent").expect("checked by caller");
@@ -25,38 +25,8 @@ fn run_agent(kv: u8, break_key: bool) -> (bool, String, std::path::PathBuf, comm
         let t = annotations[&k].replace("ca_key", "ca_kee");
         annotations.insert(k, t);
     }
-    let jwt = rt().block_on(async {
-        let k = sb.kube(0).await;
-        let secret = k
-            .get_secret(&s.ns(), "istiod")
-            .await
-            .expect("get")
-            .expect("secret");
-        istio_vault_wizard::kube::token_of(&secret).expect("token")
-    });
-    let work = s.dir.path().join("agent");
-    let rendered = work.join("vault-secrets");
-    std::fs::create_dir_all(&rendered).expect("dir");
-    let token_file = work.join("sa-token");
-    std::fs::write(&token_file, jwt.expose()).expect("token");
-    let hcl = agent_config_from_annotations(&annotations, &sb.vault_addr, &token_file, &rendered)
-        .expect("agent config");
-    let cfg = work.join("agent.hcl");
-    std::fs::write(&cfg, hcl).expect("write");
-    let bins = istio_vault_wizard::sandbox::ServerBinaries::locate(None).expect("bins");
-    let out = Command::new(&bins.bao)
-        .args(["agent", "-config"])
-        .arg(&cfg)
-        .env_remove("VAULT_TOKEN")
-        .env_remove("BAO_TOKEN")
-        .output()
-        .expect("bao agent");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), log, rendered, s)
+    let run = common::istiod::render_with_agent(sb, &s, 0, &annotations);
+    (run.ok, run.log, run.rendered, s)
 }
 
 /// Keeps a copy of a real agent log when IVW_AGENT_LOG_DIR is set (fixture capture).

@@ -3,6 +3,8 @@
 //! IVW_REQUIRE_SERVERS=1 (the README test command and CI set it), else it says it skipped.
 #![allow(dead_code)]
 
+pub mod istiod;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

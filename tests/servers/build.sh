@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real servers the sandbox and the integration tests run (OpenBao, etcd,
-# kube-apiserver, kube-controller-manager, helm) from the Go module proxy, and caches
-# them outside the repo keyed by version. A warm run only checks files and exits.
+# kube-apiserver, kube-controller-manager, helm, istiod's pilot-discovery) from the Go
+# module proxy, and caches them outside the repo keyed by version. A warm run only
+# checks files and exits.
 #
 #   tests/servers/build.sh            build what is missing, print the servers dir
 #   IVW_SERVERS_DIR=/x build.sh       use another cache root
@@ -44,8 +45,9 @@ kube_minor=${KUBE_VERSION#v1.}; kube_minor=${kube_minor%%.*}
 kube_ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
 bao_ldflags="-X github.com/openbao/openbao/version.fullVersion=$OPENBAO_RELEASE"
 helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+istio_ldflags="-X istio.io/istio/pkg/version.buildVersion=$ISTIO_RELEASE -X istio.io/istio/pkg/version.buildGitRevision=${ISTIO_VERSION##*-} -X istio.io/istio/pkg/version.buildStatus=Clean"
 
-want=${IVW_SERVERS:-"etcd kube bao helm"}
+want=${IVW_SERVERS:-"etcd kube bao helm istiod"}
 for c in $want; do
   case $c in
     etcd) build etcd "$ETCD_VERSION-$BUILD_REV" etcd etcd . ;;
@@ -53,6 +55,9 @@ for c in $want; do
           build kube "$KUBE_VERSION-$BUILD_REV" kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags" ;;
     bao)  build openbao "$OPENBAO_VERSION-$BUILD_REV" openbao bao github.com/openbao/openbao "$bao_ldflags" ;;
     helm) build helm "$HELM_VERSION-$BUILD_REV" helm helm helm.sh/helm/v3/cmd/helm "$helm_ldflags" ;;
+    # Istio's release tags (vtprotobuf, disable_pgv), passed through GOFLAGS.
+    istiod) GOFLAGS="$GOFLAGS -tags=vtprotobuf,disable_pgv" \
+            build istiod "$ISTIO_VERSION-$BUILD_REV" istiod pilot-discovery istio.io/istio/pilot/cmd/pilot-discovery "$istio_ldflags" ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
 done
