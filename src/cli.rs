@@ -215,6 +215,10 @@ pub struct WireArgs {
     /// cluster, or a log saved with `kubectl logs`).
     #[arg(long)]
     pub istiod_log: Option<PathBuf>,
+    /// The directory istiod reads its CA from, when not the injector's /vault/secrets
+    /// (istiod run outside a cluster with its own ROOT_CA_DIR).
+    #[arg(long)]
+    pub root_ca_dir: Option<String>,
     /// Override [istio] verify_timeout_secs.
     #[arg(long)]
     pub timeout: Option<u64>,

@@ -565,7 +565,10 @@ fn verify_says_vault_ca_only_when_the_article_chain_matches_vault() {
     let mut other = article_expected();
     other[0].serial_hex = "01:02:03:04".into();
     let why = judge(&lines, "/vault/secrets", &other).expect_err("serial differs");
-    assert!(why.contains("serial 1020304") && why.contains("NOT"), "{why}");
+    assert!(
+        why.contains("serial 1020304") && why.contains("NOT"),
+        "{why}"
+    );
 
     // A failure in the agent's log is named by its line, before any comparison.
     let denied = lines_of(&["agent-read-permission-denied.log"]);
@@ -580,4 +583,13 @@ fn verify_says_vault_ca_only_when_the_article_chain_matches_vault() {
     // Nothing logged yet: not a success.
     let why = judge(&[], "/vault/secrets", &article_expected()).expect_err("empty");
     assert!(why.contains("inconclusive"), "{why}");
+}
+
+#[test]
+fn go_hex_serials_without_the_leading_zero_match_vaults() {
+    // Real istiod output (tests/istiod_outside.rs): Go's %x drops a leading zero nibble,
+    // so a 16-byte serial can print as 31 hex digits.
+    let from_istiod = "baedd940d5c399547acac395b87f5c1";
+    let from_vault = "0b:ae:dd:94:0d:5c:39:95:47:ac:ac:39:5b:87:f5:c1";
+    assert_eq!(normalise_serial(from_istiod), normalise_serial(from_vault));
 }

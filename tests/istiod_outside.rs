@@ -321,6 +321,34 @@ fn expected_from_vault(
     (expected, root)
 }
 
+/// The wizard's own verify step (`wire --step verify`) on istiod's real log file.
+fn wizard_verify(s: &Setup, log: &Path, root_ca_dir: &Path) -> (i32, serde_json::Value) {
+    let out = s.run(&[
+        "wire",
+        "--cluster",
+        "cluster1",
+        "--step",
+        "verify",
+        "--yes",
+        "--timeout",
+        "20",
+        "-o",
+        "json",
+        "--istiod-log",
+        log.to_str().expect("utf-8"),
+        "--root-ca-dir",
+        root_ca_dir.to_str().expect("utf-8"),
+    ]);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
 #[test]
 fn istiod_outside_a_cluster_loads_the_vault_ca_and_not_another() {
     let Some(sb) = sandbox_or_skip("istiod outside a cluster") else {
@@ -379,6 +407,15 @@ fn istiod_outside_a_cluster_loads_the_vault_ca_and_not_another() {
     );
     assert!(sum.self_signed.is_none(), "{sum:?}");
     assert!(verdict.is_vault_ca(), "{verdict}\n{}", istiod.tail(80));
+    let (code, doc) = wizard_verify(&s, &istiod.log, &agent.rendered);
+    assert_eq!(code, 0, "wire verify on the real log: {doc:#}");
+    assert!(
+        doc["report"]["verified"].to_string().contains("verify")
+            && doc["events"]
+                .to_string()
+                .contains("istiod is using the Vault CA"),
+        "{doc:#}"
+    );
     // The chain istiod serves: its own DNS certificate, then Vault's intermediate and root.
     assert_eq!(sum.loaded_certs.len(), 3, "{:?}", sum.loaded_certs);
     assert!(
@@ -470,6 +507,15 @@ fn istiod_outside_a_cluster_loads_the_vault_ca_and_not_another() {
         }
         other => panic!("expected a mismatch, got {other}\n{}", istiod.tail(80)),
     }
+    // The wizard's verify says so too, and hands over to the doctor (whose chain is
+    // healthy here: Vault is fine, istiod reads another directory's CA).
+    let (code, doc) = wizard_verify(&s, &istiod.log, &other_dir);
+    assert_eq!(code, 1, "{doc:#}");
+    let failed = doc["report"]["failed"].to_string();
+    assert!(
+        failed.contains("NOT using the Vault CA") && failed.contains("doctor:"),
+        "{doc:#}"
+    );
     drop(istiod);
 
     let rb = s.run(&["rollback", "--yes"]);

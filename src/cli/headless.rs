@@ -211,6 +211,7 @@ pub(super) fn run_options(
         steps: ids,
         token_request_fallback: fallback,
         istiod_log: None,
+        root_ca_dir: None,
     })
 }
 

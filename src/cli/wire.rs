@@ -51,6 +51,7 @@ pub fn run(
     }
     let mut opts = run_options(args.clusters, &args.steps, false, PhaseArg::Istio)?;
     opts.istiod_log = args.istiod_log;
+    opts.root_ca_dir = args.root_ca_dir;
     if args.plan {
         return print_plan(config, opts, output);
     }

@@ -117,6 +117,8 @@ pub struct RunOptions {
     pub istio: bool,
     /// Verify from this istiod log file instead of the pod's logs.
     pub istiod_log: Option<std::path::PathBuf>,
+    /// Verify expects istiod's CA in this directory instead of `/vault/secrets`.
+    pub root_ca_dir: Option<String>,
 }
 
 /// One row of a plan: state, preview and commands of a step.
@@ -208,6 +210,7 @@ impl Engine {
             state_dir: config.state_dir.clone(),
             vault_address: config.vault.address.clone(),
             istiod_log: opts.istiod_log.clone(),
+            root_ca_dir: opts.root_ca_dir.clone(),
         });
         let wanted: Vec<_> = config
             .clusters

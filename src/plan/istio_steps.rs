@@ -36,6 +36,9 @@ pub struct IstioCtx {
     /// Read istiod's log from this file instead of its pod: istiod run outside a cluster,
     /// or a log saved with `kubectl logs`.
     pub istiod_log: Option<PathBuf>,
+    /// The directory istiod is expected to read its CA from, when not the injector's
+    /// `/vault/secrets` (istiod outside a cluster with its own ROOT_CA_DIR).
+    pub root_ca_dir: Option<String>,
 }
 
 impl ClusterCtx {
@@ -48,6 +51,13 @@ impl ClusterCtx {
     }
     fn wiring(&self) -> IstiodWiring {
         crate::istio::wiring_for(&self.cluster, self.kv_version)
+    }
+    /// Where verify expects istiod to read its CA.
+    fn expected_ca_dir(&self) -> String {
+        self.istio
+            .root_ca_dir
+            .clone()
+            .unwrap_or_else(|| self.wiring().root_ca_dir)
     }
     fn chart_style(&self) -> ChartStyle {
         ChartStyle::for_version(&self.istio.settings.version)
@@ -942,7 +952,7 @@ async fn pod_log_lines(
         main.first().cloned().unwrap_or_else(|| "discovery".into())
     };
     let mut lines: Vec<String> = Vec::new();
-    let root_ca_dir = ctx.wiring().root_ca_dir;
+    let root_ca_dir = ctx.expected_ca_dir();
     for container in ["vault-agent-init".to_string(), discovery] {
         progress(format!("following {container} of pod {pod_name}"));
         let mut on_line = |l: &str| {
@@ -990,7 +1000,7 @@ async fn file_log_lines(
             progress(format!("read {} lines of {}", lines.len(), file.display()));
             last_len = lines.len();
         }
-        let s = summarise_for(&lines, &ctx.wiring().root_ca_dir);
+        let s = summarise_for(&lines, &ctx.expected_ca_dir());
         if settled(&s) || tokio::time::Instant::now() >= deadline {
             return Ok(lines);
         }
@@ -1121,7 +1131,7 @@ impl Step for VerifyStep {
                 }
             },
         };
-        match judge(&lines, &ctx.wiring().root_ca_dir, &expected) {
+        match judge(&lines, &ctx.expected_ca_dir(), &expected) {
             Ok(verdict) => {
                 progress(verdict.to_string());
                 Ok(Applied::default())
