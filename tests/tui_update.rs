@@ -535,7 +535,11 @@ fn a_failed_verification_hands_over_to_the_doctor() {
 #[test]
 fn apply_all_moves_to_the_istio_phase_once_the_vault_phase_is_done() {
     let mut m = fixtures::full_model();
-    for r in m.steps.iter_mut().filter(|r| r.step.phase() == Phase::Vault) {
+    for r in m
+        .steps
+        .iter_mut()
+        .filter(|r| r.step.phase() == Phase::Vault)
+    {
         r.state = RowState::Done;
     }
     k(&mut m, 'A');

@@ -996,7 +996,11 @@ fn answer(m: &mut Model, msg: Msg) -> Vec<Effect> {
             // Doctor screen already names the broken link when the operator opens it.
             let verify_failed = matches!(
                 &event,
-                Event::Failed { step: StepId::Verify, conflict: false, .. }
+                Event::Failed {
+                    step: StepId::Verify,
+                    conflict: false,
+                    ..
+                }
             );
             engine_event(m, event);
             match (verify_failed, m.engine.clone()) {
