@@ -518,6 +518,27 @@ async fn kube_objects(ctx: &crate::plan::steps::ClusterCtx) -> KubeObjects {
         n.reviewer_binding.clone(),
         present(crb),
     ));
+    // The injector is cluster-wide: its webhook and its Deployment, in any namespace.
+    let injector = match crate::kube::workloads::find_vault_injector(k).await {
+        Ok(f) if f.complete() => Ok(format!(
+            "webhook {}, Deployment {} ({} ready)",
+            f.webhook.unwrap_or_default(),
+            f.deployment.unwrap_or_default(),
+            f.ready
+        )),
+        Ok(f) if f.nothing() => Err("absent".to_string()),
+        Ok(f) => Err(format!(
+            "partial: webhook {}, Deployment {}",
+            f.webhook.as_deref().unwrap_or("none"),
+            f.deployment.as_deref().unwrap_or("none")
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    o.objects.push((
+        "Vault Injector".into(),
+        "webhook + Deployment".into(),
+        injector,
+    ));
     match crate::kube::istiod_deployment(k, &n.namespace).await {
         Ok(Some(d)) => {
             let name = d.metadata.name.clone().unwrap_or_default();
