@@ -450,6 +450,8 @@ fn create(dir: &Path, bins: &ServerBinaries) -> Result<SandboxState, SandboxErro
         write_file(&cdir.join("apiserver.key"), &pki.serving_key_pem)?;
         write_file(&cdir.join("admin.crt"), &pki.admin_cert_pem)?;
         write_file(&cdir.join("admin.key"), &pki.admin_key_pem)?;
+        write_file(&cdir.join("kubelet.crt"), &pki.kubelet_cert_pem)?;
+        write_file(&cdir.join("kubelet.key"), &pki.kubelet_key_pem)?;
         write_file(&cdir.join("sa.key"), &pki.sa_key_pem)?;
         write_file(&cdir.join("sa.pub"), &pki.sa_pub_pem)?;
         let c = ClusterProc {
@@ -814,6 +816,13 @@ async fn start_cluster(
         format!("--tls-cert-file={}", p("apiserver.crt")),
         format!("--tls-private-key-file={}", p("apiserver.key")),
         format!("--client-ca-file={}", p("ca.crt")),
+        // Pod logs, exec and port-forward go to the node's kubelet: https to the first
+        // node.status.addresses entry of the preferred types (kubeadm's order, so a
+        // node's Hostname is not resolved), port daemonEndpoints.kubeletEndpoint.Port.
+        // Without a CA the API server would not verify the kubelet's certificate;
+        // `kubelet.crt` (127.0.0.1) is signed by this CA.
+        format!("--kubelet-certificate-authority={}", p("ca.crt")),
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
         format!("--service-account-issuer=https://{name}.sandbox.local"),
         format!("--service-account-key-file={}", p("sa.pub")),
         format!("--service-account-signing-key-file={}", p("sa.key")),

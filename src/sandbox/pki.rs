@@ -1,5 +1,7 @@
 //! Throw-away PKI for one sandbox cluster: a cluster CA, the API server's serving cert, an
-//! admin client cert (`system:masters`) and the ServiceAccount signing key.
+//! admin client cert (`system:masters`), a kubelet serving cert for 127.0.0.1 (the API
+//! server verifies kubelets against the cluster CA, as `--kubelet-certificate-authority`
+//! makes real clusters do) and the ServiceAccount signing key.
 //! EC P-256 everywhere: generation is instant and kube-apiserver accepts it.
 
 use rcgen::{
@@ -16,6 +18,8 @@ pub struct ClusterPki {
     pub serving_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    pub kubelet_cert_pem: String,
+    pub kubelet_key_pem: String,
     pub sa_key_pem: String,
     pub sa_pub_pem: String,
 }
@@ -71,6 +75,17 @@ pub fn generate(cluster: &str) -> Result<ClusterPki, SandboxError> {
     admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(pki_err)?;
 
+    // What a node's kubelet serves its API (`/containerLogs/...`) with: the API server
+    // connects to the node's InternalIP, so the certificate names 127.0.0.1.
+    let kubelet_key = KeyPair::generate_for(alg).map_err(pki_err)?;
+    let mut kubelet = params("sandbox-kubelet", None, 3650)?;
+    kubelet.subject_alt_names = vec![SanType::IpAddress(std::net::IpAddr::V4(
+        std::net::Ipv4Addr::LOCALHOST,
+    ))];
+    kubelet.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    kubelet.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let kubelet_cert = kubelet.signed_by(&kubelet_key, &issuer).map_err(pki_err)?;
+
     let sa_key = KeyPair::generate_for(alg).map_err(pki_err)?;
 
     Ok(ClusterPki {
@@ -79,6 +94,8 @@ pub fn generate(cluster: &str) -> Result<ClusterPki, SandboxError> {
         serving_key_pem: serving_key.serialize_pem(),
         admin_cert_pem: admin_cert.pem(),
         admin_key_pem: admin_key.serialize_pem(),
+        kubelet_cert_pem: kubelet_cert.pem(),
+        kubelet_key_pem: kubelet_key.serialize_pem(),
         sa_pub_pem: sa_key.public_key_pem(),
         sa_key_pem: sa_key.serialize_pem(),
     })
