@@ -95,6 +95,8 @@ pub struct Rollout {
     pub generation: i64,
     pub observed_generation: i64,
     pub replicas: i32,
+    /// `status.replicas`: pods of every revision, old ones included.
+    pub current: i32,
     pub updated: i32,
     pub ready: i32,
     pub available: i32,
@@ -109,6 +111,7 @@ impl Rollout {
             generation: d.metadata.generation.unwrap_or(0),
             observed_generation: s.observed_generation.unwrap_or(0),
             replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            current: s.replicas.unwrap_or(0),
             updated: s.updated_replicas.unwrap_or(0),
             ready: s.ready_replicas.unwrap_or(0),
             available: s.available_replicas.unwrap_or(0),
@@ -121,10 +124,14 @@ impl Rollout {
         }
     }
 
+    /// kubectl's test: every replica updated, no old replica left, every updated one
+    /// available. Old pods that are still available do not count: while they run, the
+    /// new pod may not even have started.
     pub fn complete(&self) -> bool {
         self.observed_generation >= self.generation
             && self.updated >= self.replicas
-            && self.available >= self.replicas
+            && self.current <= self.updated
+            && self.available >= self.updated
     }
 
     /// `kubectl rollout status`'s wording of where it is.
@@ -136,10 +143,15 @@ impl Rollout {
                 "{} of {} new replicas have been updated",
                 self.updated, self.replicas
             )
-        } else if self.available < self.replicas {
+        } else if self.current > self.updated {
+            format!(
+                "{} old replicas are pending termination",
+                self.current - self.updated
+            )
+        } else if self.available < self.updated {
             format!(
                 "{} of {} updated replicas are available",
-                self.available, self.replicas
+                self.available, self.updated
             )
         } else {
             "successfully rolled out".into()
@@ -224,6 +236,23 @@ pub fn container_names(p: &Pod) -> (Vec<String>, Vec<String>) {
             .collect(),
         spec.containers.into_iter().map(|c| c.name).collect(),
     )
+}
+
+/// Whether a container of the pod has started at least once (running, terminated, or
+/// restarted after a termination): from then on the kubelet has a log for it.
+pub fn container_started(p: &Pod, name: &str) -> bool {
+    let s = p.status.clone().unwrap_or_default();
+    s.init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .chain(s.container_statuses.unwrap_or_default())
+        .filter(|c| c.name == name)
+        .any(|c| {
+            let state = c.state.unwrap_or_default();
+            state.running.is_some()
+                || state.terminated.is_some()
+                || c.last_state.is_some_and(|l| l.terminated.is_some())
+        })
 }
 
 /// Why a pod's container has no logs yet (waiting reason), by container name.

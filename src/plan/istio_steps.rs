@@ -21,8 +21,8 @@ use crate::istio::{
     pod_annotations, recognise, summarise_for, values_yaml,
 };
 use crate::kube::workloads::{
-    Rollout, container_names, current_pod, find_vault_injector, follow_logs, get_deployment,
-    waiting_reasons,
+    Rollout, container_names, container_started, current_pod, find_vault_injector, follow_logs,
+    get_deployment, waiting_reasons,
 };
 use crate::vault::{kv_api_path, string_list};
 
@@ -880,22 +880,66 @@ async fn expected_certs(ctx: &ClusterCtx) -> Result<Vec<ExpectedCert>, StepError
 }
 
 /// Whether the lines so far settle the question (istiod logged its chain, or failed).
+/// The chain is complete only at `Istiod certificates are reloaded`: istiod prints `Use
+/// plugged-in cert at` / `Use root cert from` *before* its x509 lines, so settling on
+/// those would stop after the first certificate (its own DNS cert).
 fn settled(summary: &LogSummary) -> bool {
     matches!(summary.status, LogStatus::Failure { .. })
-        || (!summary.loaded_certs.is_empty()
-            && (summary.certs_reloaded || summary.ca_path.is_some()))
+        || (!summary.loaded_certs.is_empty() && summary.certs_reloaded)
         || summary.self_signed.is_some()
 }
 
+const AGENT_CONTAINER: &str = "vault-agent-init";
+
+fn failed(lines: &[String], root_ca_dir: &str) -> bool {
+    matches!(
+        summarise_for(lines, root_ca_dir).status,
+        LogStatus::Failure { .. }
+    )
+}
+
+/// Follows one container of the pod, appending its lines, until they settle (or, for the
+/// agent, it rendered all four files), the stream ends, or the deadline passes.
+async fn follow_container(
+    ctx: &ClusterCtx,
+    pod_name: &str,
+    container: &str,
+    lines: &mut Vec<String>,
+    deadline: tokio::time::Instant,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(), StepError> {
+    let ns = &ctx.names().namespace;
+    let root_ca_dir = ctx.expected_ca_dir();
+    progress(format!("following {container} of pod {pod_name}"));
+    let mut on_line = |l: &str| {
+        lines.push(l.to_string());
+        // Re-summarise only when the line means something.
+        if recognise(l) == crate::istio::LogEvent::Other {
+            return true;
+        }
+        let s = summarise_for(&*lines, &root_ca_dir);
+        let failed = matches!(s.status, LogStatus::Failure { .. });
+        let agent_done = container == AGENT_CONTAINER && s.rendered.len() >= 4;
+        !(failed || agent_done || settled(&s))
+    };
+    follow_logs(&ctx.kube, ns, pod_name, container, deadline, &mut on_line).await?;
+    Ok(())
+}
+
 /// Waits for the rollout, then follows the new pod's `vault-agent-init` and `discovery`
-/// logs until they settle or the deadline passes.
+/// logs until they settle or the deadline passes. The agent's log is read as soon as its
+/// container has started: an agent refused by Vault keeps the pod in Init, so the rollout
+/// would never complete and its log is the answer.
 async fn pod_log_lines(
     ctx: &ClusterCtx,
     deadline: tokio::time::Instant,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Vec<String>, StepError> {
     let ns = ctx.names().namespace.clone();
+    let root_ca_dir = ctx.expected_ca_dir();
     let mut last = String::new();
+    // (pod, lines) of the agent log read while the rollout was still going.
+    let mut agent: Option<(String, Vec<String>)> = None;
     let d = loop {
         let d = crate::kube::istiod_deployment(&ctx.kube, &ns)
             .await?
@@ -908,6 +952,25 @@ async fn pod_log_lines(
         }
         if r.complete() {
             break d;
+        }
+        // Once the controller has seen the new spec, the current revision's pod is the new one.
+        if agent.is_none()
+            && r.observed_generation >= r.generation
+            && let Some(p) = current_pod(&ctx.kube, &d).await?
+            && container_started(&p, AGENT_CONTAINER)
+        {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let mut lines = Vec::new();
+            // A failed read is tried again on the next round.
+            if follow_container(ctx, &name, AGENT_CONTAINER, &mut lines, deadline, progress)
+                .await
+                .is_ok()
+            {
+                if failed(&lines, &root_ca_dir) {
+                    return Ok(lines);
+                }
+                agent = Some((name, lines));
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             let why = match current_pod(&ctx.kube, &d).await? {
@@ -941,7 +1004,7 @@ async fn pod_log_lines(
         .ok_or_else(|| StepError::Verify("the rollout is complete but its pod is gone".into()))?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let (init, main) = container_names(&pod);
-    if !init.iter().any(|c| c == "vault-agent-init") {
+    if !init.iter().any(|c| c == AGENT_CONTAINER) {
         return Err(StepError::Verify(format!(
             "pod {ns}/{pod_name} has no vault-agent-init init container: the injector did not mutate it (is its webhook running, and does it select this namespace?)"
         )));
@@ -951,34 +1014,24 @@ async fn pod_log_lines(
     } else {
         main.first().cloned().unwrap_or_else(|| "discovery".into())
     };
-    let mut lines: Vec<String> = Vec::new();
-    let root_ca_dir = ctx.expected_ca_dir();
-    for container in ["vault-agent-init".to_string(), discovery] {
-        progress(format!("following {container} of pod {pod_name}"));
-        let mut on_line = |l: &str| {
-            lines.push(l.to_string());
-            // Re-summarise only when the line means something.
-            if recognise(l) == crate::istio::LogEvent::Other {
-                return true;
-            }
-            let s = summarise_for(&lines, &root_ca_dir);
-            let failed = matches!(s.status, LogStatus::Failure { .. });
-            let agent_done = container == "vault-agent-init" && s.rendered.len() >= 4;
-            !(failed || agent_done || settled(&s))
-        };
-        follow_logs(
-            &ctx.kube,
-            &ns,
-            &pod_name,
-            &container,
-            deadline,
-            &mut on_line,
-        )
-        .await?;
-        let s = summarise_for(&lines, &root_ca_dir);
-        if matches!(s.status, LogStatus::Failure { .. }) {
-            break;
+    let mut lines = match agent {
+        Some((name, lines)) if name == pod_name => lines,
+        _ => {
+            let mut lines = Vec::new();
+            follow_container(
+                ctx,
+                &pod_name,
+                AGENT_CONTAINER,
+                &mut lines,
+                deadline,
+                progress,
+            )
+            .await?;
+            lines
         }
+    };
+    if !failed(&lines, &root_ca_dir) {
+        follow_container(ctx, &pod_name, &discovery, &mut lines, deadline, progress).await?;
     }
     Ok(lines)
 }
@@ -1124,6 +1177,11 @@ impl Step for VerifyStep {
             None => match pod_log_lines(ctx, deadline, progress).await {
                 Ok(l) => l,
                 Err(e) => {
+                    // Not "verification failed: verification failed: ...".
+                    let e = match e {
+                        StepError::Verify(why) => why,
+                        other => other.to_string(),
+                    };
                     return Err(StepError::Verify(format!(
                         "{e}\n{}",
                         doctor_says(ctx).await
