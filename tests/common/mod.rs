@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod istiod;
+pub mod kubelet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
