@@ -157,6 +157,17 @@ fn down_stops_every_process_and_a_second_up_reports_the_running_one() {
     let pids = recorded_pids(&dir);
     assert_eq!(pids.len(), 7, "vault + 3 per cluster: {pids:?}");
     assert!(pids.iter().all(|p| alive(*p)));
+    // The written config loads as the wizard reads it and names the helm built beside the
+    // servers (when the build made one), so the Istio phase finds it without PATH.
+    let config = istio_vault_wizard::config::load(&dir.join("wizard.toml")).expect("wizard.toml");
+    assert_eq!(config.clusters.len(), 2);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json")).expect("state"))
+            .expect("state json");
+    match state["binaries"]["helm"].as_str() {
+        Some(helm) => assert_eq!(config.istio.helm, helm),
+        None => assert_eq!(config.istio.helm, "helm"),
+    }
 
     let second = up(&dir, None);
     assert!(second.status.success());

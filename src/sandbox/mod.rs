@@ -523,6 +523,12 @@ fn write_outputs(dir: &Path, state: &SandboxState) -> Result<(), SandboxError> {
             i = i + 1
         ));
     }
+    // The helm built beside the servers, so the Istio phase on the sandbox finds one even
+    // when the operator has none on PATH.
+    if let Some(helm) = &state.binaries.helm {
+        let path = toml::Value::String(helm.display().to_string());
+        toml.push_str(&format!("\n[istio]\nhelm = {path}\n"));
+    }
     write_file(&dir.join("wizard.toml"), &toml)
 }
 
