@@ -425,6 +425,68 @@ fn without_helm_the_injector_step_says_exactly_what_to_run() {
     assert_eq!(code, 0, "{doc:#}");
 }
 
+/// helm is there but has no `hashicorp` repository (a fresh workstation): the step says to
+/// add it (the URL HashiCorp publishes) before the install line, and installs nothing.
+#[test]
+fn a_missing_chart_repository_is_named_with_its_repo_add_line() {
+    let Some(sb) = sandbox_or_skip("missing chart repo") else {
+        return;
+    };
+    let _turn = CLUSTER2_INJECTOR.lock().unwrap_or_else(|e| e.into_inner());
+    let s = write_config(sb, 1, "ec-p256");
+    let helm_home = tempfile::tempdir().expect("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&s.config)
+        .expect("config");
+    write!(
+        f,
+        "\n[istio]\nhelm = \"{}\"\ninjector_namespace = \"vault-{}\"\n",
+        helm_bin().display(),
+        s.tag
+    )
+    .expect("append");
+    drop(f);
+    let out = std::process::Command::new(common::BIN)
+        .args(["wire", "--cluster", "cluster2", "-o", "json", "--yes"])
+        .args(["--step", "injector", "--config"])
+        .arg(&s.config)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_ADDR")
+        // helm's own files, empty: no repositories configured.
+        .env("HELM_CONFIG_HOME", helm_home.path().join("config"))
+        .env("HELM_CACHE_HOME", helm_home.path().join("cache"))
+        .env("HELM_DATA_HOME", helm_home.path().join("data"))
+        .env_remove("HELM_REPOSITORY_CONFIG")
+        .env_remove("HELM_REPOSITORY_CACHE")
+        .output()
+        .expect("run wire");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    let why = doc["report"]["failed"][0][2].as_str().unwrap_or_default();
+    let helm = helm_bin().display().to_string();
+    let add = format!("{helm} repo add hashicorp https://helm.releases.hashicorp.com");
+    let update = format!("{helm} repo update hashicorp");
+    let install = format!("{helm} upgrade --install vault-inject hashicorp/vault");
+    assert!(
+        why.contains("chart hashicorp/vault is not reachable"),
+        "{why}"
+    );
+    let at = |l: &str| why.find(l).unwrap_or_else(|| panic!("no `{l}` in: {why}"));
+    assert!(
+        at(&add) < at(&update) && at(&update) < at(&install),
+        "{why}"
+    );
+    assert!(
+        helm_json(sb, 1, &["list", "--all-namespaces"])
+            .as_array()
+            .is_some_and(|a| a.iter().all(
+                |r| r["name"] != "vault-inject" || r["namespace"] != format!("vault-{}", s.tag)
+            )),
+        "nothing installed"
+    );
+}
+
 #[test]
 fn gateways_get_their_own_role_and_policy_and_cannot_read_istiods_ca() {
     let Some(sb) = sandbox_or_skip("gateways") else {

@@ -26,6 +26,53 @@ pub enum HelmError {
     Output { command: String, reason: String },
 }
 
+/// The public chart repositories the `[istio]` defaults name, by alias.
+const KNOWN_REPOS: &[(&str, &str)] = &[
+    ("hashicorp", "https://helm.releases.hashicorp.com"),
+    (
+        "istio",
+        "https://istio-release.storage.googleapis.com/charts",
+    ),
+];
+
+/// `(alias, url)` when `chart` is `<alias>/<name>` of a well-known repository (and not a
+/// local directory that happens to look like one).
+pub fn known_repo(chart: &str) -> Option<(&'static str, &'static str)> {
+    let (alias, _) = chart.split_once('/')?;
+    if Path::new(chart).exists() {
+        return None;
+    }
+    KNOWN_REPOS.iter().copied().find(|(a, _)| *a == alias)
+}
+
+impl HelmError {
+    /// The helm lines that make an unreachable `<alias>/<chart>` reachable: `repo add` when
+    /// helm has no such repository, `repo update` when it has one whose index lacks the
+    /// chart. Only for the well-known aliases (an operator's own alias has a URL we cannot
+    /// guess) and never for local chart directories.
+    pub fn repo_setup(&self, helm: &Helm) -> Vec<String> {
+        let HelmError::ChartUnreachable { chart, reason } = self else {
+            return vec![];
+        };
+        let Some((alias, url)) = known_repo(chart) else {
+            return vec![];
+        };
+        let line = |args: &[&str]| {
+            helm.command_line(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        };
+        if reason.contains(&format!("repo {alias} not found")) {
+            vec![
+                line(&["repo", "add", alias, url]),
+                line(&["repo", "update", alias]),
+            ]
+        } else if reason.contains("not found") {
+            vec![line(&["repo", "update", alias])]
+        } else {
+            vec![]
+        }
+    }
+}
+
 /// One release as `helm list -o json` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Release {
@@ -346,6 +393,43 @@ fn regex_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn well_known_repos_get_their_repo_add_lines() {
+        let h = Helm::new("helm", None, None);
+        assert_eq!(
+            known_repo("hashicorp/vault"),
+            Some(("hashicorp", "https://helm.releases.hashicorp.com"))
+        );
+        assert_eq!(known_repo("mycorp/vault"), None);
+        assert_eq!(known_repo("vault"), None);
+        let missing = HelmError::ChartUnreachable {
+            chart: "istio/istiod".into(),
+            reason: "Error: repo istio not found".into(),
+        };
+        assert_eq!(
+            missing.repo_setup(&h),
+            [
+                "helm repo add istio https://istio-release.storage.googleapis.com/charts",
+                "helm repo update istio"
+            ]
+        );
+        let stale = HelmError::ChartUnreachable {
+            chart: "istio/istiod".into(),
+            reason: "Error: chart \"istiod\" matching  not found in istio index".into(),
+        };
+        assert_eq!(stale.repo_setup(&h), ["helm repo update istio"]);
+        let offline = HelmError::ChartUnreachable {
+            chart: "istio/istiod".into(),
+            reason: "Error: Get \"https://...\": dial tcp: lookup failed".into(),
+        };
+        assert!(offline.repo_setup(&h).is_empty());
+        let own = HelmError::ChartUnreachable {
+            chart: "mycorp/istiod".into(),
+            reason: "Error: repo mycorp not found".into(),
+        };
+        assert!(own.repo_setup(&h).is_empty(), "no URL is guessed");
+    }
 
     #[test]
     fn install_line_names_release_namespace_and_values() {

@@ -70,11 +70,17 @@ impl ClusterCtx {
     }
 }
 
-/// When helm or a chart is missing, the step stops with the exact commands to run.
-fn operator_must_run(why: &HelmError, commands: &[String]) -> StepError {
+/// When helm or a chart is missing, the step stops with the exact commands to run
+/// (preceded by the `helm repo add` a missing well-known repository needs).
+fn operator_must_run(helm: &Helm, why: &HelmError, commands: &[String]) -> StepError {
+    let lines: Vec<String> = why
+        .repo_setup(helm)
+        .into_iter()
+        .chain(commands.iter().cloned())
+        .collect();
     StepError::Blocked(format!(
         "{why}; run this yourself, then apply again:\n  {}",
-        commands.join("\n  ")
+        lines.join("\n  ")
     ))
 }
 
@@ -164,11 +170,11 @@ impl Step for InjectorStep {
         let commands = [Self::command(ctx)];
         helm.version()
             .await
-            .map_err(|e| operator_must_run(&e, &commands))?;
+            .map_err(|e| operator_must_run(&helm, &e, &commands))?;
         progress(format!("checking chart {}", s.injector_chart));
         helm.chart_reachable(&s.injector_chart)
             .await
-            .map_err(|e| operator_must_run(&e, &commands))?;
+            .map_err(|e| operator_must_run(&helm, &e, &commands))?;
         if let Some(r) = helm
             .release(&s.injector_release, &s.injector_namespace)
             .await?
@@ -421,11 +427,11 @@ impl Step for IstiodStep {
             .map_err(|e| StepError::Blocked(format!("{}: {e}", file.display())))?;
         helm.version()
             .await
-            .map_err(|e| operator_must_run(&e, &commands))?;
+            .map_err(|e| operator_must_run(&helm, &e, &commands))?;
         for chart in [&s.base_chart, &s.istiod_chart] {
             helm.chart_reachable(chart)
                 .await
-                .map_err(|e| operator_must_run(&e, &commands))?;
+                .map_err(|e| operator_must_run(&helm, &e, &commands))?;
         }
         let installed_base = if helm.release(BASE_RELEASE, &ns).await?.is_none() {
             progress(format!("helm upgrade --install {BASE_RELEASE}"));
