@@ -57,16 +57,13 @@ impl HelmError {
         let Some((alias, url)) = known_repo(chart) else {
             return vec![];
         };
-        let line = |args: &[&str]| {
-            helm.command_line(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-        };
         if reason.contains(&format!("repo {alias} not found")) {
             vec![
-                line(&["repo", "add", alias, url]),
-                line(&["repo", "update", alias]),
+                helm.command_line(&["repo", "add", alias, url]),
+                helm.command_line(&["repo", "update", alias]),
             ]
         } else if reason.contains("not found") {
-            vec![line(&["repo", "update", alias])]
+            vec![helm.command_line(&["repo", "update", alias])]
         } else {
             vec![]
         }
@@ -214,9 +211,9 @@ impl Helm {
     }
 
     /// The shell line for `args`, as previews and runbooks show it.
-    pub fn command_line(&self, args: &[String]) -> String {
+    pub fn command_line<S: AsRef<str>>(&self, args: &[S]) -> String {
         std::iter::once(quote(&self.bin))
-            .chain(args.iter().map(|a| quote(a)))
+            .chain(args.iter().map(|a| quote(a.as_ref())))
             .collect::<Vec<_>>()
             .join(" ")
     }

@@ -133,16 +133,13 @@ pub fn wire_script(config: &Config) -> String {
     repos.dedup();
     if !repos.is_empty() {
         let helm = Helm::new(&s.helm, None, None);
-        let line = |args: Vec<&str>| {
-            helm.command_line(&args.into_iter().map(str::to_string).collect::<Vec<_>>())
-        };
         for (alias, url) in &repos {
-            out.push_str(&line(vec!["repo", "add", alias, url]));
+            out.push_str(&helm.command_line(&["repo", "add", alias, url]));
             out.push('\n');
         }
         let mut update = vec!["repo", "update"];
         update.extend(repos.iter().map(|(a, _)| *a));
-        out.push_str(&line(update));
+        out.push_str(&helm.command_line(&update));
         out.push_str("\n\n");
     }
     for c in &config.clusters {
