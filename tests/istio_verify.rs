@@ -22,11 +22,11 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::kubelet::{self, ContainerLog, FakeKubelet};
-use common::{BIN, Sandbox, Setup, rt, sandbox_or_skip, write_config};
+use common::{Sandbox, Setup, rt, sandbox_or_skip, write_config};
 use istio_vault_wizard::certs::inspect_pem;
 use istio_vault_wizard::istio::{X509Line, normalise_serial};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -212,8 +212,8 @@ fn verify_while_the_pod_starts(
     agent: Agent,
 ) -> Verified {
     let started = std::time::Instant::now();
-    let child = Command::new(BIN)
-        .args([
+    let child =
+        c.s.command(&[
             "wire",
             "--yes",
             "--step",
@@ -222,11 +222,7 @@ fn verify_while_the_pod_starts(
             "cluster1",
             "-o",
             "json",
-            "--config",
         ])
-        .arg(&c.s.config)
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -634,24 +630,7 @@ fn verify_names_the_serial_when_istiod_loaded_another_intermediate() {
     let (vault_inter, vault_root) = vault_ca(sb, &c);
     // Another CA for the same cluster name: same subjects, other keys and serials.
     let other = tempfile::tempdir().expect("tmp");
-    let out = Command::new(BIN)
-        .args([
-            "certs",
-            "generate",
-            "--key-type",
-            "ec-p256",
-            "--cluster",
-            "cluster1",
-            "--out",
-        ])
-        .arg(other.path())
-        .output()
-        .expect("certs generate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::generate_ec_bundle(other.path(), "cluster1", &[]);
     let read = |f: &str| std::fs::read_to_string(other.path().join(f)).expect(f);
     let (inter, root) = (read("cluster1/ca-cert.pem"), read("root-cert.pem"));
     assert_ne!(serial_of(&inter), serial_of(&vault_inter));

@@ -447,12 +447,9 @@ fn a_missing_chart_repository_is_named_with_its_repo_add_line() {
     )
     .expect("append");
     drop(f);
-    let out = std::process::Command::new(common::BIN)
-        .args(["wire", "--cluster", "cluster2", "-o", "json", "--yes"])
-        .args(["--step", "injector", "--config"])
-        .arg(&s.config)
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
+    let out = s
+        .command(&["wire", "--cluster", "cluster2", "-o", "json", "--yes"])
+        .args(["--step", "injector"])
         // helm's own files, empty: no repositories configured.
         .env("HELM_CONFIG_HOME", helm_home.path().join("config"))
         .env("HELM_CACHE_HOME", helm_home.path().join("cache"))
@@ -561,24 +558,7 @@ fn gateways_get_their_own_role_and_policy_and_cannot_read_istiods_ca() {
 
     // Put real PEMs there (a freshly generated bundle stands in for the gateway's cert).
     let certs = tempfile::tempdir().expect("tmp");
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "certs",
-            "generate",
-            "--key-type",
-            "ec-p256",
-            "--cluster",
-            "gw",
-            "--out",
-        ])
-        .arg(certs.path())
-        .output()
-        .expect("certs generate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::generate_ec_bundle(certs.path(), "gw", &[]);
     let read = |f: &str| std::fs::read_to_string(certs.path().join("gw").join(f)).expect(f);
     let vault = sb.vault();
     rt.block_on(async {

@@ -438,25 +438,10 @@ fn istiod_outside_a_cluster_loads_the_vault_ca_and_not_another() {
     // 2. ROOT_CA_DIR = a freshly generated other intermediate under the same root, with
     //    the same subject: only serial and validity tell it apart.
     let other = s.dir.path().join("other-ca");
-    let generated = Command::new(common::BIN)
-        .args([
-            "certs",
-            "generate",
-            "--key-type",
-            "ec-p256",
-            "--cluster",
-            "cluster1",
-        ])
-        .arg("--out")
-        .arg(&other)
-        .arg("--root-dir")
-        .arg(s.state().join("certs"))
-        .output()
-        .expect("certs generate");
-    assert!(
-        generated.status.success(),
-        "certs generate: {}",
-        String::from_utf8_lossy(&generated.stderr)
+    common::generate_ec_bundle(
+        &other,
+        "cluster1",
+        &["--root-dir".as_ref(), s.state().join("certs").as_os_str()],
     );
     let other_dir = other.join("cluster1");
     let mut istiod = Istiod::start(

@@ -25,6 +25,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use istio_vault_wizard::kube::workloads::container_names;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -436,18 +437,6 @@ fn image_of(pod: &Pod, name: &str, init: bool) -> String {
         .unwrap_or_default()
 }
 
-fn names(pod: &Pod) -> (Vec<String>, Vec<String>) {
-    let spec = pod.spec.clone().unwrap_or_default();
-    (
-        spec.init_containers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.name)
-            .collect(),
-        spec.containers.into_iter().map(|c| c.name).collect(),
-    )
-}
-
 fn container_status(pod: &Pod, name: &str, init: bool, state: Value, ready: bool) -> Value {
     let image = image_of(pod, name, init);
     let started = state.get("running").is_some();
@@ -493,7 +482,7 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, t: &str) -> Value {
 pub async fn report_initializing(client: &kube::Client, ns: &str, pod: &str) {
     let p = get_pod(client, ns, pod).await;
     let t = now();
-    let (init, main) = names(&p);
+    let (init, main) = container_names(&p);
     let inits: Vec<Value> = init
         .iter()
         .enumerate()
@@ -542,7 +531,7 @@ pub async fn report_initializing(client: &kube::Client, ns: &str, pod: &str) {
 pub async fn report_ready(client: &kube::Client, ns: &str, pod: &str) {
     let p = get_pod(client, ns, pod).await;
     let t = now();
-    let (init, main) = names(&p);
+    let (init, main) = container_names(&p);
     let inits: Vec<Value> = init
         .iter()
         .map(|n| {

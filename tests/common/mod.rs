@@ -165,14 +165,19 @@ pub fn write_config(sb: &Sandbox, kv: u8, key_type: &str) -> Setup {
 }
 
 impl Setup {
-    pub fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut c = std::process::Command::new(BIN);
+    /// The wizard with `args` on this test's config, Vault credentials from the config
+    /// only; for a test that adds environment or spawns it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
         c.args(args)
             .arg("--config")
             .arg(&self.config)
             .env_remove("VAULT_TOKEN")
             .env_remove("VAULT_ADDR");
-        c.output().expect("run wizard")
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().expect("run wizard")
     }
     pub fn ns(&self) -> String {
         format!("ns-{}", self.tag)
@@ -189,4 +194,28 @@ impl Setup {
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
+}
+
+/// `certs generate --key-type ec-p256 --cluster <cluster> --out <out>` plus `extra`: a
+/// fresh bundle in Istio's layout (EC: instant in debug builds).
+pub fn generate_ec_bundle(out: &Path, cluster: &str, extra: &[&std::ffi::OsStr]) {
+    let o = Command::new(BIN)
+        .args([
+            "certs",
+            "generate",
+            "--key-type",
+            "ec-p256",
+            "--cluster",
+            cluster,
+        ])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("certs generate");
+    assert!(
+        o.status.success(),
+        "certs generate: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
